@@ -1,0 +1,233 @@
+// offload: what offload keeps per execution context: its default executor, the queues that
+// hand finished calls back to it, and the count of calls still out on other threads.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+#include <offload/detail/completion_queue.hpp>
+#include <offload/errors.hpp>
+#include <offload/thread_pool.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+namespace offload::detail {
+
+using loop_strand_type = net::strand<net::io_context::executor_type>;
+
+class offload_service final : public net::execution_context::service {
+ public:
+  static inline net::execution_context::id id;
+
+  explicit offload_service(net::execution_context& ctx) : net::execution_context::service(ctx) {}
+
+  ~offload_service() override { epoch().fetch_add(1, std::memory_order_acq_rel); }
+
+  /// Bumped whenever a service goes away, so per-thread lookup caches never see a stale one.
+  static std::atomic<std::uint64_t>& epoch() noexcept {
+    static std::atomic<std::uint64_t> value{1};
+    return value;
+  }
+
+  // In-flight accounting: the context's destruction waits for calls still out on threads.
+  void op_started() noexcept { in_flight_.fetch_add(1, std::memory_order_relaxed); }
+  void op_finished() noexcept {
+    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+        closing_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cv_.notify_all();
+    }
+  }
+  std::size_t in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
+  bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
+
+  /// The batched hand-back queue for a handler running on `ex`, if offload has one for it: the
+  /// attached event_loop's strand, or the io_context's own executor.
+  template <typename Executor>
+  completion_queue* queue_for(const Executor& ex) noexcept {
+    if constexpr (std::is_same_v<Executor, net::any_io_executor>) {
+      if (const auto* strand = ex.template target<loop_strand_type>()) return loop_queue(*strand);
+      if (const auto* io = ex.template target<net::io_context::executor_type>()) {
+        return io_queue(io->context());
+      }
+      return nullptr;
+    } else if constexpr (std::is_same_v<Executor, loop_strand_type>) {
+      return loop_queue(ex);
+    } else if constexpr (std::is_same_v<Executor, net::io_context::executor_type>) {
+      return io_queue(ex.context());
+    } else {
+      return nullptr;
+    }
+  }
+
+  completion_queue* loop_queue(const loop_strand_type& strand) noexcept {
+    auto* q = loop_queue_.load(std::memory_order_acquire);
+    return q != nullptr && q->executor() == strand ? q : nullptr;
+  }
+  completion_queue* loop_queue() noexcept { return loop_queue_.load(std::memory_order_acquire); }
+
+  /// The queue for coroutines that run on the io_context's own executor (no event_loop).
+  completion_queue* io_queue(net::io_context& io) noexcept {
+    if (static_cast<net::execution_context*>(&io) != &context()) return nullptr;
+    if (auto* q = io_queue_.load(std::memory_order_acquire)) return q;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!io_queue_owner_) {
+      io_queue_owner_ =
+          std::make_unique<basic_completion_queue<net::io_context::executor_type>>(
+              io.get_executor());
+      io_queue_.store(io_queue_owner_.get(), std::memory_order_release);
+    }
+    return io_queue_owner_.get();
+  }
+
+  /// An event_loop makes its strand the context's hand-back target. One loop per context.
+  void attach_loop(const void* loop, const loop_strand_type& strand) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (loop_ != nullptr) {
+      throw std::logic_error(
+          "offload::event_loop: this io_context already has an event_loop; use that one "
+          "(get_running_loop() finds it from its coroutines)");
+    }
+    loop_ = loop;
+    // Queues outlive their loop: calls in flight may still be handed back to the strand.
+    loop_queues_.push_back(std::make_unique<basic_completion_queue<loop_strand_type>>(strand));
+    loop_queue_.store(loop_queues_.back().get(), std::memory_order_release);
+  }
+  void detach_loop(const void* loop) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (loop_ == loop) loop_ = nullptr;
+  }
+
+  /// The default executor: created on first use.
+  thread_pool& default_pool() {
+    if (thread_pool* pool = default_raw_.load(std::memory_order_acquire)) return *pool;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!default_) {
+      thread_pool_options options;
+      options.thread_name_prefix = "offload";
+      install_default_locked(std::make_shared<thread_pool>(std::move(options)));
+    }
+    return *default_;
+  }
+
+  /// The default executor if it was ever created (or set), else null; does not create it.
+  std::shared_ptr<thread_pool> default_pool_if_any() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return default_;
+  }
+
+  void set_default_pool(std::shared_ptr<thread_pool> pool) {
+    if (!pool) throw std::invalid_argument("set_default_executor: the pool is null");
+    std::lock_guard<std::mutex> lock(mutex_);
+    install_default_locked(std::move(pool));
+  }
+
+  void shutdown() override {
+    closing_.store(true, std::memory_order_release);
+    std::vector<completion_queue*> queues;
+    std::vector<std::shared_ptr<thread_pool>> pools;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (io_queue_owner_) queues.push_back(io_queue_owner_.get());
+      for (auto& q : loop_queues_) queues.push_back(q.get());
+      if (default_) pools.push_back(default_);
+      pools.insert(pools.end(), retired_.begin(), retired_.end());
+    }
+    for (completion_queue* q : queues) q->close();
+    // Calls that never started need not run for a context that is going away; running ones
+    // are waited for, so none hands back into freed memory.
+    for (auto& pool : pools) pool->shutdown(tl_current_pool != pool.get(), true);
+    for (;;) {
+      for (completion_queue* q : queues) destroy_chain(q->take_all());
+      if (in_flight() == 0) break;
+      std::unique_lock<std::mutex> lock(mutex_);
+      // Pushes onto a closed queue do not signal; a short timed wait picks them up.
+      cv_.wait_for(lock, std::chrono::milliseconds(1), [&] {
+        if (in_flight() == 0) return true;
+        for (completion_queue* q : queues)
+          if (q->has_pending()) return true;
+        return false;
+      });
+    }
+  }
+
+ private:
+  static void destroy_chain(op_base* op) noexcept {
+    while (op != nullptr) {
+      op_base* next = op->next;
+      op->destroy();
+      op = next;
+    }
+  }
+
+  void install_default_locked(std::shared_ptr<thread_pool> pool) {
+    // A replaced pool keeps running what it has; it is shut down with the context.
+    if (default_) retired_.push_back(std::move(default_));
+    default_ = std::move(pool);
+    default_raw_.store(default_.get(), std::memory_order_release);
+  }
+
+  std::atomic<std::size_t> in_flight_{0};
+  std::atomic<bool> closing_{false};
+  std::atomic<thread_pool*> default_raw_{nullptr};
+  std::atomic<basic_completion_queue<loop_strand_type>*> loop_queue_{nullptr};
+  std::atomic<completion_queue*> io_queue_{nullptr};
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::shared_ptr<thread_pool> default_;
+  std::vector<std::shared_ptr<thread_pool>> retired_;
+  std::unique_ptr<basic_completion_queue<net::io_context::executor_type>> io_queue_owner_;
+  std::vector<std::unique_ptr<basic_completion_queue<loop_strand_type>>> loop_queues_;
+  const void* loop_ = nullptr;
+};
+
+template <typename Executor>
+net::execution_context& context_of(const Executor& ex) noexcept {
+  if constexpr (net::execution::is_executor<Executor>::value) {
+    return net::query(ex, net::execution::context);
+  } else {
+    return ex.context();
+  }
+}
+
+/// Asio's system executor: "any thread", which is what a handler with no executor of its own
+/// (use_future, a bare callback) reports. Asked by type: touching system_context starts threads.
+template <typename Executor>
+struct is_system_executor : std::false_type {};
+template <typename Blocking, typename Relationship, typename Allocator>
+struct is_system_executor<net::basic_system_executor<Blocking, Relationship, Allocator>>
+    : std::true_type {};
+
+/// use_service with a one-entry per-thread cache: the lookup locks the context's registry.
+inline offload_service& service_of(net::execution_context& ctx) {
+  struct entry {
+    net::execution_context* ctx = nullptr;
+    offload_service* service = nullptr;
+    std::uint64_t epoch = 0;
+  };
+  thread_local entry cache;
+  const std::uint64_t now = offload_service::epoch().load(std::memory_order_acquire);
+  if (cache.ctx == &ctx && cache.epoch == now) return *cache.service;
+  offload_service& svc = net::use_service<offload_service>(ctx);
+  cache = entry{&ctx, &svc, now};
+  return svc;
+}
+
+/// The loop running on this thread (set by event_loop's run functions), for completions whose
+/// handler has no executor of its own.
+struct running_loop_info {
+  const void* loop = nullptr;
+  offload_service* service = nullptr;
+};
+inline thread_local running_loop_info tl_running_loop;
+
+}  // namespace offload::detail

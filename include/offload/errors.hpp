@@ -1,0 +1,75 @@
+// offload: the error category and the errors offload throws.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+
+#include <string>
+#include <system_error>
+
+namespace offload {
+
+/// Every error offload reports, thrown as std::system_error. Cancellation is Asio's
+/// operation_aborted, so code that handles Asio's cancellation handles offload's.
+enum class errc {
+  loop_closed = 1,
+  no_running_loop,
+  executor_shutdown,
+  would_deadlock,
+  timeout,
+  queue_full,
+  broken_promise,
+};
+
+namespace detail {
+class offload_category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "offload"; }
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::loop_closed:
+        return "the event loop is closed: submit work while it is open, or to a running loop";
+      case errc::no_running_loop:
+        return "no running event loop in this thread: call this from a coroutine running on an "
+               "event loop (or pass an executor or pool explicitly)";
+      case errc::executor_shutdown:
+        return "the executor was shut down and takes no new work: create a new pool, or "
+               "set_default_executor() to replace the default one";
+      case errc::would_deadlock:
+        return "this call would wait for the thread it runs on: co_await instead of blocking, "
+               "or make the call from another thread";
+      case errc::timeout:
+        return "the operation did not finish before its deadline";
+      case errc::queue_full:
+        return "the pool's queue is full: submit from a coroutine (which waits for room) or "
+               "raise max_queue";
+      case errc::broken_promise:
+        return "the operation was destroyed before it produced a result (its executor or "
+               "io_context went away first)";
+    }
+    return "unknown offload error";
+  }
+};
+}  // namespace detail
+
+inline const std::error_category& error_category() noexcept {
+  static const detail::offload_category category;
+  return category;
+}
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+/// Thrown by every offload API for the errc codes; `what()` says where and what to do.
+inline std::system_error make_error(errc e, const char* where) {
+  return std::system_error(make_error_code(e), where);
+}
+
+[[noreturn]] inline void throw_error(errc e, const char* where) { throw make_error(e, where); }
+
+}  // namespace offload
+
+template <>
+struct std::is_error_code_enum<offload::errc> : std::true_type {};

@@ -1,0 +1,698 @@
+// offload: event_loop, asyncio's loop as a facade over asio::io_context.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+#include <offload/detail/service.hpp>
+#include <offload/detail/spin.hpp>
+#include <offload/detail/unique_function.hpp>
+#include <offload/errors.hpp>
+#include <offload/thread_pool.hpp>
+#include <offload/to_thread.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace offload {
+
+class event_loop;
+
+/// What reaches the exception handler: what happened, and the exception if there was one.
+struct exception_context {
+  std::string message;
+  std::exception_ptr exception;
+};
+
+/// What reaches the slow-callback handler.
+struct slow_callback_report {
+  std::chrono::nanoseconds took{};
+  std::chrono::nanoseconds threshold{};
+};
+
+/// What shutdown_default_executor returns: whether the pool finished in time, and if not,
+/// the calls still running.
+struct shutdown_report {
+  bool completed = true;
+  std::vector<running_call> stragglers;
+};
+
+namespace detail {
+
+/// The part of a loop that outlives it where callbacks and tasks need it.
+struct loop_shared {
+  std::mutex mutex;
+  std::function<void(const exception_context&)> exception_handler;
+  std::function<void(const slow_callback_report&)> slow_handler;
+
+  static void default_report(const exception_context& ctx) noexcept {
+    std::string what;
+    if (ctx.exception) {
+      try {
+        std::rethrow_exception(ctx.exception);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+        what = "a non-std exception";
+      }
+    }
+    std::fprintf(stderr, "offload: %s%s%s\n", ctx.message.c_str(), what.empty() ? "" : ": ",
+                 what.c_str());
+  }
+
+  void report(const exception_context& ctx) noexcept {
+    std::function<void(const exception_context&)> handler;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      handler = exception_handler;
+    }
+    if (!handler) return default_report(ctx);
+    try {
+      handler(ctx);
+    } catch (...) {
+      default_report({"the exception handler threw", std::current_exception()});
+      default_report(ctx);
+    }
+  }
+
+  void report_slow(const slow_callback_report& r) noexcept {
+    std::function<void(const slow_callback_report&)> handler;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      handler = slow_handler;
+    }
+    if (handler) {
+      try {
+        handler(r);
+        return;
+      } catch (...) {
+        default_report({"the slow-callback handler threw", std::current_exception()});
+      }
+    }
+    std::fprintf(stderr,
+                 "offload: a loop step took %.3f ms (threshold %.3f ms): something blocked the "
+                 "loop; move blocking calls to offload::to_thread\n",
+                 std::chrono::duration<double, std::milli>(r.took).count(),
+                 std::chrono::duration<double, std::milli>(r.threshold).count());
+  }
+};
+
+enum class callback_status : int { pending, started, cancelled };
+
+struct callback_state_base {
+  std::atomic<callback_status> status{callback_status::pending};
+  virtual ~callback_state_base() = default;
+  virtual void on_cancel(const std::shared_ptr<callback_state_base>&) {}
+};
+
+template <typename F>
+struct callback_state final : callback_state_base {
+  explicit callback_state(F f) : fn(std::move(f)) {}
+  F fn;
+};
+
+template <typename F>
+struct timer_callback_state final : callback_state_base {
+  timer_callback_state(F f, loop_strand_type strand)
+      : fn(std::move(f)), timer(strand), strand(std::move(strand)) {}
+  void on_cancel(const std::shared_ptr<callback_state_base>& self) override {
+    // The timer belongs to the loop: cancel it there, so the wait ends now, not at expiry.
+    net::dispatch(strand, [s = std::static_pointer_cast<timer_callback_state>(self)]() {
+      s->timer.cancel();
+    });
+  }
+  F fn;
+  net::steady_timer timer;
+  loop_strand_type strand;
+};
+
+template <typename T>
+struct main_state {
+  std::atomic<bool> done{false};
+  std::exception_ptr error;
+  std::optional<T> value;
+};
+template <>
+struct main_state<void> {
+  std::atomic<bool> done{false};
+  std::exception_ptr error;
+};
+
+template <typename T>
+struct task_state {
+  explicit task_state(std::shared_ptr<loop_shared> l) : loop(std::move(l)) {}
+
+  std::shared_ptr<loop_shared> loop;
+  net::cancellation_signal signal;  // used on the loop's strand only
+  std::mutex mutex;
+  bool done = false;
+  bool retrieved = false;
+  int handles = 0;
+  std::exception_ptr error;
+  std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value{};
+  std::vector<unique_function> waiters;
+
+  void report_unretrieved_locked(std::unique_lock<std::mutex>& lock) {
+    if (!done || !error || retrieved) return;
+    retrieved = true;
+    auto e = error;
+    lock.unlock();
+    loop->report({"an exception escaped a task nobody awaited", e});
+  }
+};
+
+}  // namespace detail
+
+/// Returned by call_soon / call_later / call_at (and call_soon_threadsafe): `cancel()`
+/// returning true means the callback never runs. Thread-safe.
+class handle {
+ public:
+  handle() = default;
+  bool cancel() noexcept {
+    if (!state_) return false;
+    auto expected = detail::callback_status::pending;
+    if (!state_->status.compare_exchange_strong(expected, detail::callback_status::cancelled,
+                                                std::memory_order_acq_rel)) {
+      return false;
+    }
+    try {
+      state_->on_cancel(state_);
+    } catch (...) {
+      // The callback is already disarmed; failing to end its timer early only delays freeing.
+    }
+    return true;
+  }
+  bool cancelled() const noexcept {
+    return state_ && state_->status.load(std::memory_order_acquire) ==
+                         detail::callback_status::cancelled;
+  }
+
+ private:
+  friend class event_loop;
+  explicit handle(std::shared_ptr<detail::callback_state_base> s) : state_(std::move(s)) {}
+  std::shared_ptr<detail::callback_state_base> state_;
+};
+
+/// A coroutine started by create_task: running on the loop now; `co_await t.join()` for its
+/// result, `cancel()` to stop it at its current suspension, `done()` to ask.
+template <typename T>
+class task {
+ public:
+  task() = default;
+  task(const task& other) : state_(other.state_), strand_(other.strand_) { add_handle(); }
+  task(task&& other) noexcept
+      : state_(std::move(other.state_)), strand_(std::move(other.strand_)) {}
+  task& operator=(task other) noexcept {
+    std::swap(state_, other.state_);
+    std::swap(strand_, other.strand_);
+    return *this;
+  }
+  ~task() { release_handle(); }
+
+  bool valid() const noexcept { return state_ != nullptr; }
+
+  bool done() const {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    return state_->done;
+  }
+
+  /// Asks the coroutine to stop: it sees operation_aborted at its current suspension. True if
+  /// it had not finished yet.
+  bool cancel() {
+    {
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      if (state_->done) return false;
+    }
+    net::dispatch(*strand_, [s = state_]() { s->signal.emit(net::cancellation_type::all); });
+    return true;
+  }
+
+  /// The task's result (or its exception), once it finishes. A copyable result can be joined
+  /// any number of times; a move-only one once.
+  awaitable<T> join() {
+    auto state = state_;
+    // Named, not a temporary in the co_await: GCC 12 destroys such temporaries twice.
+    wait_initiation initiation{state};
+    co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(std::move(initiation),
+                                                                         net::use_awaitable);
+    if constexpr (std::is_void_v<T>) {
+      take_result(*state);
+    } else {
+      co_return take_result(*state);
+    }
+  }
+
+ private:
+  friend class event_loop;
+
+  static T take_result(detail::task_state<T>& state) {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    state.retrieved = true;
+    if (state.error) std::rethrow_exception(state.error);
+    if constexpr (!std::is_void_v<T>) {
+      if (!state.value) {
+        throw std::logic_error("offload::task::join: the move-only result was already taken");
+      }
+      if constexpr (std::is_copy_constructible_v<T>) {
+        return *state.value;
+      } else {
+        T value(std::move(*state.value));
+        state.value.reset();
+        return value;
+      }
+    }
+  }
+
+  struct wait_initiation {
+    std::shared_ptr<detail::task_state<T>> state;
+    template <typename Handler>
+    void operator()(Handler&& handler) const {
+      auto ex = net::get_associated_executor(handler);
+      std::unique_lock<std::mutex> lock(state->mutex);
+      if (state->done) {
+        lock.unlock();
+        net::post(ex, std::forward<Handler>(handler));
+        return;
+      }
+      state->waiters.emplace_back(
+          [ex, h = std::forward<Handler>(handler)]() mutable { net::post(ex, std::move(h)); });
+    }
+  };
+
+  task(std::shared_ptr<detail::task_state<T>> s, detail::loop_strand_type strand)
+      : state_(std::move(s)), strand_(std::move(strand)) {
+    add_handle();
+  }
+
+  void add_handle() {
+    if (!state_) return;
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    ++state_->handles;
+  }
+  void release_handle() noexcept {
+    if (!state_) return;
+    std::unique_lock<std::mutex> lock(state_->mutex);
+    if (--state_->handles == 0) state_->report_unretrieved_locked(lock);
+  }
+
+  std::shared_ptr<detail::task_state<T>> state_;
+  std::optional<detail::loop_strand_type> strand_;
+};
+
+class event_loop {
+ public:
+  using executor_type = detail::loop_strand_type;
+
+  /// A loop with an io_context of its own.
+  event_loop() : owned_(std::make_unique<net::io_context>(1)), ctx_(owned_.get()) { attach(); }
+
+  /// A loop over an io_context you own (and may run from several threads).
+  explicit event_loop(net::io_context& ctx) : ctx_(&ctx) { attach(); }
+
+  event_loop(const event_loop&) = delete;
+  event_loop& operator=(const event_loop&) = delete;
+
+  ~event_loop() {
+    if (!closed_.load()) close();
+  }
+
+  /// The loop's strand: all loop-side code runs on it, one step at a time.
+  executor_type get_executor() const noexcept { return *strand_; }
+  net::io_context& context() noexcept { return *ctx_; }
+
+  bool is_running() const noexcept { return running_.load(std::memory_order_acquire); }
+  bool is_closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+  /// True on a thread running this loop (inside run_until_complete / run_forever, or inside
+  /// one of its steps).
+  bool in_loop_thread() const noexcept {
+    return detail::tl_running_loop.loop == this || (strand_ && strand_->running_in_this_thread());
+  }
+
+  /// Runs the loop on this thread until `main` finishes; returns its result or rethrows.
+  template <typename T>
+  T run_until_complete(awaitable<T> main) {
+    check_runnable("event_loop::run_until_complete");
+    auto state = std::make_shared<detail::main_state<T>>();
+    net::co_spawn(*strand_, run_main(std::move(main), state), main_done<T>{state});
+    run_steps([&] { return state->done.load(std::memory_order_acquire); });
+    if (!state->done.load(std::memory_order_acquire)) {
+      throw std::runtime_error(
+          "offload::event_loop::run_until_complete: the loop was stopped before the coroutine "
+          "finished (it is still pending: run the loop again to go on)");
+    }
+    if (state->error) std::rethrow_exception(state->error);
+    if constexpr (!std::is_void_v<T>) return std::move(*state->value);
+  }
+
+  /// Runs the loop on this thread until stop().
+  void run_forever() {
+    check_runnable("event_loop::run_forever");
+    run_steps([] { return false; });
+  }
+
+  /// Thread-safe: the running loop returns after the step it is in. If the loop is not
+  /// running, the next run returns after one pass over what is ready.
+  void stop() {
+    stop_requested_.store(true, std::memory_order_release);
+    net::post(*ctx_, [] {});  // wakes a parked loop
+  }
+
+  /// Shuts the default executor down (waiting for running calls), then lets go of the
+  /// io_context (destroying it, and what is still queued on it, if the loop owns it).
+  /// Closing twice does nothing; closing a running loop is an error.
+  void close() {
+    if (is_running()) {
+      throw_error(errc::would_deadlock,
+                  "event_loop::close: the loop is running; stop() it and let it return first");
+    }
+    if (closed_.exchange(true)) return;
+    if (auto pool = service_->default_pool_if_any()) {
+      pool->shutdown(detail::tl_current_pool != pool.get());
+    }
+    service_->detach_loop(this);
+    strand_.reset();
+    if (owned_) {
+      service_ = nullptr;
+      owned_.reset();
+    }
+  }
+
+  // -- callbacks -----------------------------------------------------------------------------
+
+  /// Runs `f` on the loop soon, in FIFO order with other call_soon callbacks.
+  template <typename F>
+  handle call_soon(F&& f) {
+    check_open("event_loop::call_soon");
+    auto state = std::make_shared<detail::callback_state<std::decay_t<F>>>(std::forward<F>(f));
+    net::post(*strand_, [this, state]() { run_callback(*state, state->fn); });
+    return handle(std::move(state));
+  }
+
+  template <typename Rep, typename Period, typename F>
+  handle call_later(std::chrono::duration<Rep, Period> delay, F&& f) {
+    return call_at(std::chrono::steady_clock::now() +
+                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(delay),
+                   std::forward<F>(f));
+  }
+
+  template <typename F>
+  handle call_at(std::chrono::steady_clock::time_point when, F&& f) {
+    check_open("event_loop::call_at");
+    auto state =
+        std::make_shared<detail::timer_callback_state<std::decay_t<F>>>(std::forward<F>(f), *strand_);
+    state->timer.expires_at(when);
+    state->timer.async_wait([this, state](const net_error_code&) { run_callback(*state, state->fn); });
+    return handle(std::move(state));
+  }
+
+  /// Starts `coro` on the loop now.
+  template <typename T>
+  task<T> create_task(awaitable<T> coro) {
+    check_open("event_loop::create_task");
+    auto state = std::make_shared<detail::task_state<T>>(shared_);
+    auto slot = state->signal.slot();
+    net::co_spawn(*strand_, task_body(std::move(coro), state),
+                  net::bind_cancellation_slot(slot, task_done<T>{state}));
+    return task<T>(std::move(state), *strand_);
+  }
+
+  // -- errors and diagnostics ----------------------------------------------------------------
+
+  /// Receives exceptions escaping callbacks and unawaited tasks; empty restores the default
+  /// (print to stderr and go on).
+  void set_exception_handler(std::function<void(const exception_context&)> handler) {
+    std::lock_guard<std::mutex> lock(shared_->mutex);
+    shared_->exception_handler = std::move(handler);
+  }
+  void call_exception_handler(const exception_context& ctx) { shared_->report(ctx); }
+
+  /// Reports every loop-side step that runs longer than `threshold` (zero turns it off). While
+  /// on, the loop times each step on its own, and parks in short naps rather than in Asio.
+  void set_slow_callback_threshold(std::chrono::nanoseconds threshold) {
+    slow_threshold_ns_.store(threshold.count(), std::memory_order_release);
+    if (auto* q = service_->loop_queue()) q->set_one_per_drain(threshold.count() > 0);
+  }
+  std::chrono::nanoseconds slow_callback_threshold() const noexcept {
+    return std::chrono::nanoseconds(slow_threshold_ns_.load(std::memory_order_acquire));
+  }
+  void set_slow_callback_handler(std::function<void(const slow_callback_report&)> handler) {
+    std::lock_guard<std::mutex> lock(shared_->mutex);
+    shared_->slow_handler = std::move(handler);
+  }
+
+  /// How long the loop spins for a hand-back before it parks (0: never spin).
+  void set_spin(std::chrono::nanoseconds spin) noexcept { spin_ = spin; }
+
+  // -- executors -----------------------------------------------------------------------------
+
+  template <typename Target, typename F, typename... Args>
+  auto run_in_executor(Target&& target, F&& f, Args&&... args) {
+    return offload::run_in_executor(std::forward<Target>(target), std::forward<F>(f),
+                                    std::forward<Args>(args)...);
+  }
+
+  /// The default executor (created on first use).
+  thread_pool& default_executor_pool() { return service_->default_pool(); }
+
+  /// Replaces the default executor; the old one keeps running what it has.
+  void set_default_executor(std::shared_ptr<thread_pool> pool) {
+    service_->set_default_pool(std::move(pool));
+  }
+  void set_default_executor(thread_pool_options options) {
+    set_default_executor(std::make_shared<thread_pool>(std::move(options)));
+  }
+
+  /// Refuses new default-executor work and waits, without blocking the loop, for the running
+  /// calls to finish; after `timeout` returns the ones still running instead of hanging.
+  awaitable<shutdown_report> shutdown_default_executor(
+      std::chrono::nanoseconds timeout = std::chrono::seconds(300)) {
+    auto pool = service_->default_pool_if_any();
+    if (!pool) {
+      // Nothing was ever offloaded: still refuse from now on.
+      pool = std::make_shared<thread_pool>();
+      service_->set_default_pool(pool);
+    }
+    if (detail::tl_current_pool == pool.get()) {
+      throw_error(errc::would_deadlock,
+                  "shutdown_default_executor called from one of the default executor's threads");
+    }
+    pool->shutdown(false);
+    auto waiter = std::make_shared<stop_waiter>(*strand_);
+    waiter->timer.expires_after(
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+    pool->when_stopped([waiter] {
+      net::post(waiter->strand, [waiter] {
+        waiter->stopped = true;
+        waiter->timer.cancel();
+      });
+    });
+    net_error_code ec;
+    co_await waiter->timer.async_wait(net::redirect_error(net::use_awaitable, ec));
+    if (waiter->stopped) {
+      pool->join();
+      co_return shutdown_report{};
+    }
+    co_return shutdown_report{false, pool->running_calls()};
+  }
+
+ private:
+  struct stop_waiter {
+    explicit stop_waiter(executor_type s) : timer(s), strand(std::move(s)) {}
+    net::steady_timer timer;
+    executor_type strand;
+    bool stopped = false;
+  };
+
+  template <typename T>
+  struct main_done {
+    std::shared_ptr<detail::main_state<T>> state;
+    void operator()(std::exception_ptr e) const {
+      state->error = std::move(e);
+      state->done.store(true, std::memory_order_release);
+    }
+  };
+
+  template <typename T>
+  static awaitable<void> run_main(awaitable<T> main, std::shared_ptr<detail::main_state<T>> st) {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(main);
+    } else {
+      st->value.emplace(co_await std::move(main));
+    }
+  }
+
+  template <typename T>
+  struct task_done {
+    std::shared_ptr<detail::task_state<T>> state;
+    void operator()(std::exception_ptr e) const {
+      std::unique_lock<std::mutex> lock(state->mutex);
+      state->done = true;
+      state->error = std::move(e);
+      auto waiters = std::move(state->waiters);
+      state->waiters.clear();
+      if (state->handles == 0) state->report_unretrieved_locked(lock);
+      if (lock.owns_lock()) lock.unlock();
+      for (auto& w : waiters) w();
+    }
+  };
+
+  template <typename T>
+  static awaitable<void> task_body(awaitable<T> coro, std::shared_ptr<detail::task_state<T>> st) {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(coro);
+    } else {
+      auto value = co_await std::move(coro);
+      std::lock_guard<std::mutex> lock(st->mutex);
+      st->value.emplace(std::move(value));
+    }
+  }
+
+  void attach() {
+    strand_.emplace(net::make_strand(*ctx_));
+    service_ = &net::use_service<detail::offload_service>(*ctx_);
+    service_->attach_loop(this, *strand_);
+  }
+
+  void check_open(const char* where) const {
+    if (is_closed()) throw_error(errc::loop_closed, where);
+  }
+
+  void check_runnable(const char* where) {
+    check_open(where);
+    if (running_.load(std::memory_order_acquire)) {
+      throw_error(errc::would_deadlock,
+                  in_loop_thread()
+                      ? "the loop is already running on this thread: co_await the awaitable "
+                        "instead of running the loop again"
+                      : "the loop is already running on another thread: hand it work with "
+                        "call_soon_threadsafe / run_coroutine_threadsafe instead");
+    }
+  }
+
+  template <typename State, typename F>
+  void run_callback(State& state, F& fn) {
+    auto expected = detail::callback_status::pending;
+    if (!state.status.compare_exchange_strong(expected, detail::callback_status::started,
+                                              std::memory_order_acq_rel)) {
+      return;  // cancelled
+    }
+    try {
+      fn();
+    } catch (...) {
+      shared_->report({"an exception escaped a callback", std::current_exception()});
+    }
+  }
+
+  // The loop's own run: execute what is ready; when idle with calls in flight, spin a bounded
+  // while for their hand-back; then park in Asio (or, when timing steps, nap briefly).
+  template <typename Done>
+  void run_steps(Done done) {
+    running_.store(true, std::memory_order_release);
+    const auto saved = detail::tl_running_loop;
+    detail::tl_running_loop = {this, service_};
+    auto work = net::make_work_guard(*ctx_);
+    struct restore {
+      event_loop* self;
+      detail::running_loop_info saved;
+      ~restore() {
+        detail::tl_running_loop = saved;
+        self->running_.store(false, std::memory_order_release);
+      }
+    } restore_on_exit{this, saved};
+
+    net::io_context& ctx = *ctx_;
+    detail::completion_queue* queue = service_->loop_queue();
+    detail::adaptive_spin spinner(spin_);
+    for (;;) {
+      if (done()) return;
+      if (ctx.stopped()) ctx.restart();
+      const std::int64_t threshold = slow_threshold_ns_.load(std::memory_order_relaxed);
+      std::size_t ran = 0;
+      if (threshold > 0) {
+        ran = timed_poll_one(ctx, threshold);
+      } else {
+        ran = ctx.poll();
+      }
+      if (stop_requested_.exchange(false, std::memory_order_acq_rel)) return;
+      if (ran != 0 || done()) continue;
+      if (spin_.count() > 0 && service_->in_flight() != 0) {
+        queue->begin_spin();
+        spinner.spin([&] {
+          return queue->handed_over() || stop_requested_.load(std::memory_order_relaxed);
+        });
+        queue->end_spin();
+        if (ctx.poll() != 0) continue;
+      }
+      if (threshold > 0) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      } else {
+        ctx.run_one();
+      }
+    }
+  }
+
+  std::size_t timed_poll_one(net::io_context& ctx, std::int64_t threshold) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::size_t ran = ctx.poll_one();
+    const auto took = std::chrono::steady_clock::now() - start;
+    if (ran != 0 && took.count() > threshold) {
+      shared_->report_slow({std::chrono::duration_cast<std::chrono::nanoseconds>(took),
+                            std::chrono::nanoseconds(threshold)});
+    }
+    return ran;
+  }
+
+  std::unique_ptr<net::io_context> owned_;
+  net::io_context* ctx_;
+  std::optional<executor_type> strand_;
+  detail::offload_service* service_ = nullptr;
+  std::shared_ptr<detail::loop_shared> shared_ = std::make_shared<detail::loop_shared>();
+  std::atomic<bool> running_{false};
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<std::int64_t> slow_threshold_ns_{0};
+  std::chrono::nanoseconds spin_ = detail::default_spin();
+};
+
+/// The loop running on this thread; throws no_running_loop elsewhere (asyncio's
+/// "no running event loop").
+inline event_loop& get_running_loop() {
+  auto* loop = static_cast<const event_loop*>(detail::tl_running_loop.loop);
+  if (loop == nullptr) {
+    throw_error(errc::no_running_loop,
+                "offload::get_running_loop: no loop is running on this thread; call it from "
+                "code that runs on an event_loop");
+  }
+  return const_cast<event_loop&>(*loop);
+}
+
+/// asyncio.run: a new loop runs `main` to completion, shuts its default executor down and
+/// closes.
+template <typename T>
+T run(awaitable<T> main) {
+  event_loop loop;
+  if constexpr (std::is_void_v<T>) {
+    loop.run_until_complete(std::move(main));
+    loop.run_until_complete(loop.shutdown_default_executor());
+    loop.close();
+  } else {
+    T result = loop.run_until_complete(std::move(main));
+    loop.run_until_complete(loop.shutdown_default_executor());
+    loop.close();
+    return result;
+  }
+}
+
+}  // namespace offload

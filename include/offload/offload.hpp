@@ -1,0 +1,10 @@
+// offload: everything. One header per concept sits beside this one.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+#include <offload/errors.hpp>
+#include <offload/event_loop.hpp>
+#include <offload/thread_pool.hpp>
+#include <offload/to_thread.hpp>

@@ -1,0 +1,521 @@
+// offload: thread_pool, the pluggable pool built for hand-offs (asyncio's ThreadPoolExecutor,
+// and more).
+//
+// Submitting is one CAS on a lock-free stack; workers refill a FIFO from it under a mutex that
+// only they take. An idle worker spins a bounded, adaptive while before it parks, and at most
+// one worker spins at a time, so a burst wakes nobody and an idle pool burns nothing.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+#include <offload/detail/op.hpp>
+#include <offload/detail/spin.hpp>
+#include <offload/detail/thread_name.hpp>
+#include <offload/errors.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace offload {
+
+struct thread_pool_options {
+  /// Most threads at once; 0 means min(32, cores + 4), as asyncio's default executor.
+  std::size_t max_workers = 0;
+  /// Threads kept alive even when idle past keep_alive.
+  std::size_t min_workers = 0;
+  /// An idle thread above min_workers exits after this long.
+  std::chrono::nanoseconds keep_alive = std::chrono::seconds(10);
+  /// Threads are named "<prefix>-<n>" (Linux shows the last 15 characters).
+  std::string thread_name_prefix = "offload";
+  /// Runs once at the start of each new thread, before it takes work.
+  std::function<void()> initializer;
+  /// Most calls waiting to start; 0 means unbounded. When full, a coroutine that submits
+  /// waits for room (its thread does not block); a submitter with no loop gets queue_full.
+  std::size_t max_queue = 0;
+  /// How long an idle worker spins before it parks; unset: 50 us, or 0 on a single usable CPU.
+  std::optional<std::chrono::nanoseconds> spin;
+};
+
+struct thread_pool_stats {
+  std::size_t workers = 0;       // threads alive
+  std::size_t idle = 0;          // alive and waiting for work
+  std::size_t queued = 0;        // submitted, not started
+  std::size_t running = 0;       // running a call now
+  std::uint64_t completed = 0;   // calls finished since construction
+  std::size_t peak_workers = 0;  // most threads alive at once
+};
+
+/// A call still running, as reported by shutdown_default_executor on timeout.
+struct running_call {
+  std::thread::id thread;
+  std::string thread_name;
+  std::string callable;  // the callable's type, as the compiler names it
+  std::chrono::nanoseconds running_for{};
+};
+
+class thread_pool;
+
+namespace detail {
+inline thread_local thread_pool* tl_current_pool = nullptr;
+
+inline std::size_t default_max_workers() noexcept {
+  const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  return std::min<std::size_t>(32, cores + 4);
+}
+
+enum class submit_status { accepted, shut_down, full };
+}  // namespace detail
+
+class thread_pool {
+ public:
+  /// A cheap handle that names the pool as a run_in_executor target.
+  class executor_type {
+   public:
+    thread_pool& context() const noexcept { return *pool_; }
+    friend bool operator==(const executor_type& a, const executor_type& b) noexcept {
+      return a.pool_ == b.pool_;
+    }
+    friend bool operator!=(const executor_type& a, const executor_type& b) noexcept {
+      return a.pool_ != b.pool_;
+    }
+
+   private:
+    friend class thread_pool;
+    explicit executor_type(thread_pool* pool) noexcept : pool_(pool) {}
+    thread_pool* pool_;
+  };
+
+  thread_pool() : thread_pool(thread_pool_options{}) {}
+  explicit thread_pool(std::size_t max_workers)
+      : thread_pool(thread_pool_options{.max_workers = max_workers}) {}
+  explicit thread_pool(thread_pool_options options)
+      : options_(std::move(options)),
+        max_workers_(options_.max_workers ? options_.max_workers : detail::default_max_workers()),
+        spin_(options_.spin ? *options_.spin : detail::default_spin()) {
+    if (options_.min_workers > max_workers_) options_.min_workers = max_workers_;
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (std::size_t i = 0; i < options_.min_workers; ++i) spawn_locked();
+  }
+
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+
+  /// shutdown(wait = true): queued calls still run, then the threads are joined.
+  ~thread_pool() { shutdown(true, false); }
+
+  executor_type get_executor() noexcept { return executor_type(this); }
+  const thread_pool_options& options() const noexcept { return options_; }
+  std::size_t max_workers() const noexcept { return max_workers_; }
+
+  /// Refuses new work from now on (executor_shutdown). With cancel_pending, calls that have not
+  /// started never run and their awaiters get operation_aborted. With wait, returns once every
+  /// thread has finished; from one of the pool's own threads that would never happen, so it
+  /// throws would_deadlock instead.
+  void shutdown(bool wait = true, bool cancel_pending = false) {
+    if (wait && detail::tl_current_pool == this) {
+      throw_error(errc::would_deadlock,
+                  "thread_pool::shutdown(wait=true) called from one of the pool's own threads; "
+                  "call shutdown(false) there, or shut down from another thread");
+    }
+    inject_.fetch_or(closed_bit, std::memory_order_seq_cst);
+    detail::op_base* cancelled = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      closed_ = true;
+      if (cancel_pending) cancelled = take_all_locked();
+      cv_.notify_all();
+    }
+    fail_chain(cancelled, std::make_exception_ptr(std::system_error(
+                              net::error::operation_aborted,
+                              "thread_pool::shutdown(cancel_pending=true) cancelled the call "
+                              "before it started")));
+    if (wait) join_all();
+  }
+
+  bool is_shutdown() const noexcept {
+    return (inject_.load(std::memory_order_acquire) & closed_bit) != 0;
+  }
+
+  thread_pool_stats stats() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    thread_pool_stats s;
+    s.workers = live_;
+    s.idle = sleeping_.load() + spinning_.load();
+    s.queued = queued_.load() + overflow_size_;
+    s.running = running_.load();
+    s.completed = completed_.load();
+    s.peak_workers = peak_workers_;
+    return s;
+  }
+
+  /// The calls running right now, with how long each has run.
+  std::vector<running_call> running_calls() const {
+    std::vector<running_call> calls;
+    const auto now = clock_ns();
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const worker& w : workers_) {
+      const std::int64_t since = w.busy_since.load(std::memory_order_acquire);
+      if (since == 0) continue;
+      calls.push_back(running_call{w.id, w.name, w.callable.load(std::memory_order_acquire),
+                                   std::chrono::nanoseconds(now - since)});
+    }
+    return calls;
+  }
+
+  /// Blocks until every worker has exited after shutdown (or returns at once without one).
+  void join() { join_all(); }
+
+  /// Calls `done` once every worker has exited after shutdown: at once, on this thread, if that
+  /// has happened; otherwise on the last worker to exit.
+  void when_stopped(std::function<void()> done) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!(closed_ && live_ == 0)) {
+        stopped_callbacks_.push_back(std::move(done));
+        return;
+      }
+    }
+    done();
+  }
+
+  /// For offload's call paths: queue one node. `may_wait` says whether the submitter can wait
+  /// for room in a bounded queue (a coroutine can; a bare thread cannot).
+  detail::submit_status submit(detail::op_base* op, bool may_wait) {
+    if (options_.max_queue != 0) return submit_bounded(op, may_wait);
+    std::uintptr_t old = inject_.load(std::memory_order_relaxed);
+    do {
+      if (old & closed_bit) return detail::submit_status::shut_down;
+      op->next = reinterpret_cast<detail::op_base*>(old);
+    } while (!inject_.compare_exchange_weak(old, reinterpret_cast<std::uintptr_t>(op),
+                                            std::memory_order_seq_cst,
+                                            std::memory_order_relaxed));
+    const std::size_t queued = queued_.fetch_add(1, std::memory_order_seq_cst) + 1;
+    after_push(queued);
+    return detail::submit_status::accepted;
+  }
+
+ private:
+  static constexpr std::uintptr_t closed_bit = 1;
+  static constexpr int max_spinning = 1;
+
+  struct worker {
+    std::thread thread;
+    std::thread::id id;
+    std::string name;
+    std::atomic<std::int64_t> busy_since{0};
+    std::atomic<const char*> callable{""};
+  };
+  using worker_list = std::list<worker>;
+
+  static std::int64_t clock_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  detail::submit_status submit_bounded(detail::op_base* op, bool may_wait) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (closed_) return detail::submit_status::shut_down;
+      if (queued_.load(std::memory_order_relaxed) >= options_.max_queue) {
+        if (!may_wait) return detail::submit_status::full;
+        op->next = nullptr;
+        (overflow_tail_ ? overflow_tail_->next : overflow_head_) = op;
+        overflow_tail_ = op;
+        ++overflow_size_;
+        return detail::submit_status::accepted;
+      }
+      append_fifo_locked(op);
+    }
+    after_push(queued_.fetch_add(1, std::memory_order_seq_cst) + 1);
+    return detail::submit_status::accepted;
+  }
+
+  void after_push(std::size_t queued) {
+    ensure_capacity(queued);
+    if (sleeping_.load(std::memory_order_seq_cst) > 0 &&
+        spinning_.load(std::memory_order_seq_cst) == 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cv_.notify_one();
+    }
+  }
+
+  // A thread for each queued call no idle thread will take, up to max_workers.
+  void ensure_capacity(std::size_t queued) {
+    const std::size_t idle = static_cast<std::size_t>(sleeping_.load(std::memory_order_seq_cst) +
+                                                      spinning_.load(std::memory_order_seq_cst));
+    if (queued <= idle || live_hint_.load(std::memory_order_seq_cst) >= max_workers_) return;
+    std::exception_ptr failed;
+    detail::op_base* orphans = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (live_ >= max_workers_ || closed_) return;
+      try {
+        spawn_locked();
+      } catch (...) {
+        // No thread could be made: if none is left to run the queue, its awaiters hear why.
+        if (live_ == 0) {
+          failed = std::current_exception();
+          orphans = take_all_locked();
+        }
+      }
+    }
+    fail_chain(orphans, failed);
+  }
+
+  void append_fifo_locked(detail::op_base* op) noexcept {
+    op->next = nullptr;
+    (fifo_tail_ ? fifo_tail_->next : fifo_head_) = op;
+    fifo_tail_ = op;
+  }
+
+  bool inject_nonempty() const noexcept {
+    return (inject_.load(std::memory_order_seq_cst) & ~closed_bit) != 0;
+  }
+
+  bool queue_empty_locked() const noexcept {
+    return fifo_head_ == nullptr && overflow_head_ == nullptr && !inject_nonempty();
+  }
+
+  detail::op_base* pop_locked() noexcept {
+    if (fifo_head_ == nullptr) {
+      const std::uintptr_t taken = inject_.fetch_and(closed_bit, std::memory_order_acq_rel);
+      auto* chain = reinterpret_cast<detail::op_base*>(taken & ~closed_bit);
+      detail::op_base* fifo = detail::reverse_chain(chain, nullptr);
+      if (fifo != nullptr) {
+        fifo_head_ = fifo;
+        fifo_tail_ = fifo;
+        while (fifo_tail_->next != nullptr) fifo_tail_ = fifo_tail_->next;
+      }
+    }
+    detail::op_base* op = fifo_head_;
+    if (op == nullptr) return nullptr;
+    fifo_head_ = op->next;
+    if (fifo_head_ == nullptr) fifo_tail_ = nullptr;
+    op->next = nullptr;
+    if (overflow_head_ != nullptr) {
+      // A call waiting for room takes the slot this one frees.
+      detail::op_base* waiting = overflow_head_;
+      overflow_head_ = waiting->next;
+      if (overflow_head_ == nullptr) overflow_tail_ = nullptr;
+      --overflow_size_;
+      append_fifo_locked(waiting);
+    } else {
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    return op;
+  }
+
+  detail::op_base* take_all_locked() noexcept {
+    detail::op_base* all = nullptr;
+    detail::op_base** tail = &all;
+    while (detail::op_base* op = pop_locked()) {
+      *tail = op;
+      tail = &op->next;
+    }
+    return all;
+  }
+
+  static void fail_chain(detail::op_base* chain, const std::exception_ptr& error) noexcept {
+    while (chain != nullptr) {
+      detail::op_base* next = chain->next;
+      chain->fail(error);
+      chain = next;
+    }
+  }
+
+  void spawn_locked() {
+    workers_.emplace_back();
+    auto self = std::prev(workers_.end());
+    self->name = options_.thread_name_prefix + "-" + std::to_string(++spawned_);
+    try {
+      self->thread = std::thread([this, self] { worker_main(self); });
+    } catch (...) {
+      workers_.pop_back();
+      throw;
+    }
+    self->id = self->thread.get_id();
+    ++live_;
+    live_hint_.store(live_, std::memory_order_relaxed);
+    peak_workers_ = std::max(peak_workers_, live_);
+  }
+
+  // Called with the lock held by the exiting worker itself.
+  void exit_locked(worker_list::iterator self) {
+    exited_.splice(exited_.end(), workers_, self);
+    --live_;
+    live_hint_.store(live_, std::memory_order_relaxed);
+    if (live_ == 0) all_exited_cv_.notify_all();
+  }
+
+  void run_stopped_callbacks_if_last(std::unique_lock<std::mutex>& lock) {
+    if (!(closed_ && live_ == 0) || stopped_callbacks_.empty()) return;
+    auto callbacks = std::move(stopped_callbacks_);
+    stopped_callbacks_.clear();
+    lock.unlock();
+    for (auto& cb : callbacks) cb();
+  }
+
+  void worker_main(worker_list::iterator self) {
+    detail::set_current_thread_name(self->name);
+    detail::tl_current_pool = this;
+    if (options_.initializer) {
+      try {
+        options_.initializer();
+      } catch (...) {
+        initializer_failed(self, std::current_exception());
+        return;
+      }
+    }
+    detail::adaptive_spin spinner(spin_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      detail::op_base* op = pop_locked();
+      if (op == nullptr) {
+        if (closed_ && queue_empty_locked()) break;
+        lock.unlock();
+        if (try_spin(spinner)) {
+          lock.lock();
+          continue;
+        }
+        lock.lock();
+        op = pop_locked();
+        if (op == nullptr) {
+          if (closed_ && queue_empty_locked()) break;
+          if (park_locked(lock)) break;  // reaped
+          continue;
+        }
+      }
+      lock.unlock();
+      wake_another_if_needed();
+      execute(*self, op);
+      lock.lock();
+    }
+    exit_locked(self);
+    run_stopped_callbacks_if_last(lock);
+  }
+
+  bool try_spin(detail::adaptive_spin& spinner) {
+    if (spinning_.load(std::memory_order_relaxed) >= max_spinning) return false;
+    spinning_.fetch_add(1, std::memory_order_seq_cst);
+    const bool found = spinner.spin([this] {
+      return queued_.load(std::memory_order_relaxed) != 0 ||
+             (inject_.load(std::memory_order_relaxed) & closed_bit) != 0;
+    });
+    spinning_.fetch_sub(1, std::memory_order_seq_cst);
+    return found;
+  }
+
+  // Parks until woken or keep_alive passes; true when this worker should exit (reaped).
+  bool park_locked(std::unique_lock<std::mutex>& lock) {
+    sleeping_.fetch_add(1, std::memory_order_seq_cst);
+    if (inject_nonempty()) {  // pairs with after_push: it saw no sleeper, or we see its push
+      sleeping_.fetch_sub(1, std::memory_order_seq_cst);
+      return false;
+    }
+    const bool timed_out = cv_.wait_for(lock, options_.keep_alive) == std::cv_status::timeout;
+    sleeping_.fetch_sub(1, std::memory_order_seq_cst);
+    if (!timed_out || closed_ || live_ <= options_.min_workers) return false;
+    // Leave only if no push raced with our going: after_push reads live_hint_ after pushing.
+    live_hint_.store(live_ - 1, std::memory_order_seq_cst);
+    if (!queue_empty_locked()) {
+      live_hint_.store(live_, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+
+  // Called by a worker that just took a call: if more wait and nobody spins for them, wake or
+  // start another thread rather than leave them behind a call that may block for long.
+  void wake_another_if_needed() {
+    const std::size_t queued = queued_.load(std::memory_order_relaxed);
+    if (queued == 0 || spinning_.load(std::memory_order_relaxed) != 0) return;
+    if (sleeping_.load(std::memory_order_relaxed) != 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cv_.notify_one();
+      return;
+    }
+    ensure_capacity(queued);
+  }
+
+  void execute(worker& self, detail::op_base* op) {
+    self.callable.store(op->callable_name, std::memory_order_relaxed);
+    self.busy_since.store(clock_ns(), std::memory_order_release);
+    running_.fetch_add(1, std::memory_order_relaxed);
+    op->run();  // never throws: the call's exception travels in its outcome
+    running_.fetch_sub(1, std::memory_order_relaxed);
+    completed_.fetch_add(1, std::memory_order_relaxed);
+    self.busy_since.store(0, std::memory_order_release);
+  }
+
+  void initializer_failed(worker_list::iterator self, std::exception_ptr error) {
+    detail::op_base* orphans = nullptr;
+    std::unique_lock<std::mutex> lock(mutex_);
+    exit_locked(self);
+    if (live_ == 0) orphans = take_all_locked();  // nobody is left to run them: say why
+    lock.unlock();
+    fail_chain(orphans, error);
+    lock.lock();
+    run_stopped_callbacks_if_last(lock);
+  }
+
+  void join_all() {
+    worker_list exited;
+    detail::op_base* stranded = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (closed_) {
+        all_exited_cv_.wait(lock, [this] { return live_ == 0; });
+        stranded = take_all_locked();  // only when no thread could ever be started for them
+      }
+      exited.swap(exited_);
+    }
+    for (worker& w : exited) w.thread.join();
+    fail_chain(stranded, std::make_exception_ptr(make_error(
+                             errc::executor_shutdown,
+                             "thread_pool: shut down with calls no thread could run")));
+  }
+
+  thread_pool_options options_;
+  const std::size_t max_workers_;
+  const std::chrono::nanoseconds spin_;
+
+  // Producers push here lock-free; the low bit says the pool is shut down.
+  std::atomic<std::uintptr_t> inject_{0};
+  std::atomic<std::size_t> queued_{0};
+  std::atomic<int> spinning_{0};
+  std::atomic<int> sleeping_{0};
+  std::atomic<std::size_t> live_hint_{0};
+  std::atomic<std::size_t> running_{0};
+  std::atomic<std::uint64_t> completed_{0};
+
+  mutable std::mutex mutex_;  // guards everything below
+  std::condition_variable cv_;
+  std::condition_variable all_exited_cv_;
+  detail::op_base* fifo_head_ = nullptr;
+  detail::op_base* fifo_tail_ = nullptr;
+  detail::op_base* overflow_head_ = nullptr;
+  detail::op_base* overflow_tail_ = nullptr;
+  std::size_t overflow_size_ = 0;
+  worker_list workers_;
+  worker_list exited_;
+  std::size_t live_ = 0;
+  std::size_t peak_workers_ = 0;
+  std::size_t spawned_ = 0;
+  bool closed_ = false;
+  std::vector<std::function<void()>> stopped_callbacks_;
+};
+
+}  // namespace offload

@@ -1,0 +1,316 @@
+// offload: to_thread, run_in_executor and async_run — run a blocking call on a thread and
+// resume the awaiting coroutine on its own executor.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+#include <offload/detail/call_op.hpp>
+#include <offload/detail/service.hpp>
+#include <offload/errors.hpp>
+#include <offload/thread_pool.hpp>
+
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+namespace offload {
+
+/// Names the default executor of the loop the call is made from (asyncio's `None`).
+struct default_executor_t {
+  explicit constexpr default_executor_t() = default;
+};
+inline constexpr default_executor_t default_executor{};
+
+/// What offload hands to an executor it does not own: a copyable `void()` callable that runs
+/// the call the first time it is invoked. If every copy is destroyed unrun (the pool dropped
+/// it), the awaiter gets executor_shutdown: a call is never lost silently.
+class work_item {
+ public:
+  void operator()() const {
+    if (detail::op_base* op = guard_->op.exchange(nullptr, std::memory_order_acq_rel)) op->run();
+  }
+
+ private:
+  friend struct detail_work_item_access;
+
+  struct guard {
+    std::atomic<detail::op_base*> op;
+    explicit guard(detail::op_base* o) noexcept : op(o) {}
+    ~guard() {
+      if (detail::op_base* o = op.exchange(nullptr, std::memory_order_acq_rel)) {
+        o->fail(std::make_exception_ptr(make_error(
+            errc::executor_shutdown, "the executor destroyed the call without running it")));
+      }
+    }
+  };
+
+  explicit work_item(detail::op_base* op) : guard_(std::make_shared<guard>(op)) {}
+  detail::op_base* release() noexcept {
+    return guard_->op.exchange(nullptr, std::memory_order_acq_rel);
+  }
+
+  std::shared_ptr<guard> guard_;
+};
+
+struct detail_work_item_access {
+  static work_item make(detail::op_base* op) { return work_item(op); }
+  static detail::op_base* release(work_item& w) noexcept { return w.release(); }
+};
+
+/// The customization point for a pool offload does not know: specialize this (or give the
+/// pool a member `submit(callable)`) so that `submit` runs `item()` once on some thread.
+template <typename Pool>
+struct executor_traits;
+
+namespace detail {
+
+template <typename T>
+concept has_member_submit = requires(T& pool, work_item item) { pool.submit(std::move(item)); };
+
+template <typename T>
+concept has_executor_traits =
+    requires(T& pool, work_item item) { executor_traits<T>::submit(pool, std::move(item)); };
+
+template <typename T>
+concept asio_executor = net::execution::is_executor<T>::value || net::is_executor<T>::value;
+
+template <typename T>
+concept asio_context = std::is_base_of_v<net::execution_context, T> &&
+                       requires(T& ctx) { { ctx.get_executor() } -> asio_executor; };
+
+template <typename T>
+concept has_asio_executor = requires(T& t) { { t.get_executor() } -> asio_executor; };
+
+template <typename T>
+struct is_shared_pool : std::false_type {};
+template <>
+struct is_shared_pool<std::shared_ptr<thread_pool>> : std::true_type {};
+
+template <typename T>
+concept runs_calls =
+    std::is_same_v<T, default_executor_t> || std::is_same_v<T, thread_pool> ||
+    std::is_same_v<T, thread_pool::executor_type> || is_shared_pool<T>::value ||
+    asio_executor<T> || asio_context<T> || has_asio_executor<T> || has_member_submit<T> ||
+    has_executor_traits<T>;
+
+template <typename T>
+inline constexpr bool dependent_false = false;
+
+/// How the initiation keeps the target: executors and handles by value, pools by address
+/// (a pool must outlive the calls made on it).
+template <typename Target>
+struct target_holder {
+  using type = std::remove_cvref_t<Target>;
+  static constexpr bool by_value = std::is_same_v<type, default_executor_t> ||
+                                   std::is_same_v<type, thread_pool::executor_type> ||
+                                   is_shared_pool<type>::value || asio_executor<type>;
+  using stored = std::conditional_t<by_value, type, type*>;
+
+  stored value;
+
+  static target_holder make(Target&& t) {
+    if constexpr (by_value) {
+      return target_holder{std::forward<Target>(t)};
+    } else {
+      static_assert(std::is_lvalue_reference_v<Target>,
+                    "offload: pass the pool by reference; it must outlive the calls made on it");
+      return target_holder{std::addressof(t)};
+    }
+  }
+  type& get() noexcept {
+    if constexpr (by_value) {
+      return value;
+    } else {
+      return *value;
+    }
+  }
+};
+
+inline void submit_native(thread_pool& pool, op_base* op, bool may_wait) {
+  switch (pool.submit(op, may_wait)) {
+    case submit_status::accepted:
+      return;
+    case submit_status::shut_down:
+      throw_error(errc::executor_shutdown, "offload: the executor was shut down");
+    case submit_status::full:
+      throw_error(errc::queue_full, "offload: the pool's queue is full");
+  }
+}
+
+template <typename Submit>
+void submit_foreign(op_base* op, Submit&& submit) {
+  work_item item = detail_work_item_access::make(op);
+  try {
+    submit(work_item(item));
+  } catch (...) {
+    // We still hold the call unless the executor ran it: fail it with the executor's error.
+    if (op_base* mine = detail_work_item_access::release(item)) mine->fail(std::current_exception());
+    return;
+  }
+}
+
+/// One code path for every kind of target: resolve it to something that runs an op.
+template <typename T>
+void submit_to(T& target, op_base* op, offload_service* default_owner, bool may_wait) {
+  if constexpr (std::is_same_v<T, default_executor_t>) {
+    if (default_owner == nullptr) {
+      throw_error(errc::no_running_loop,
+                  "offload::to_thread / run_in_executor(default_executor): no running loop in "
+                  "this thread; call it from a coroutine on the loop, or pass a pool");
+    }
+    submit_native(default_owner->default_pool(), op, may_wait);
+  } else if constexpr (std::is_same_v<T, thread_pool>) {
+    submit_native(target, op, may_wait);
+  } else if constexpr (std::is_same_v<T, thread_pool::executor_type>) {
+    submit_native(target.context(), op, may_wait);
+  } else if constexpr (is_shared_pool<T>::value) {
+    submit_native(*target, op, may_wait);
+  } else if constexpr (asio_executor<T>) {
+    submit_foreign(op, [&](work_item&& item) { net::post(target, std::move(item)); });
+  } else if constexpr (asio_context<T> || has_asio_executor<T>) {
+    submit_foreign(op, [&](work_item&& item) { net::post(target.get_executor(), std::move(item)); });
+  } else if constexpr (has_executor_traits<T>) {
+    submit_foreign(op, [&](work_item&& item) { executor_traits<T>::submit(target, std::move(item)); });
+  } else if constexpr (has_member_submit<T>) {
+    submit_foreign(op, [&](work_item&& item) { target.submit(std::move(item)); });
+  } else {
+    static_assert(dependent_false<T>,
+                  "offload: this is not something offload can run calls on: pass "
+                  "offload::default_executor, an offload::thread_pool, an Asio executor or "
+                  "execution context, or a pool with submit(callable) / executor_traits");
+  }
+}
+
+template <typename Target>
+struct initiate_run {
+  target_holder<Target> target;
+
+  template <typename Handler, typename Call>
+  void operator()(Handler&& handler, Call&& call) {
+    using handler_type = std::decay_t<Handler>;
+    auto ex = net::get_associated_executor(handler);
+    // A handler with no executor of its own (use_future, a bare callback) may complete on any
+    // thread; only the default executor then needs a loop to belong to.
+    constexpr bool no_loop = is_system_executor<decltype(ex)>::value;
+    offload_service* home = nullptr;
+    completion_queue* queue = nullptr;
+    if constexpr (!no_loop) {
+      home = &service_of(context_of(ex));
+      queue = home->queue_for(ex);
+    }
+    offload_service* default_owner = no_loop ? tl_running_loop.service : home;
+
+    handler_type h(std::forward<Handler>(handler));
+    if (no_loop && std::is_same_v<typename target_holder<Target>::type, default_executor_t> &&
+        default_owner == nullptr) {
+      throw_error(errc::no_running_loop,
+                  "offload: run_in_executor(default_executor) / to_thread with a completion "
+                  "handler that has no executor, outside a running loop; bind an executor to "
+                  "the handler or pass a pool");
+    }
+    auto* op = call_op<std::decay_t<Call>, handler_type>::create(std::move(call), std::move(h),
+                                                                queue, home);
+    try {
+      submit_to(target.get(), op, default_owner, !no_loop);
+    } catch (...) {
+      if (no_loop) {
+        op->destroy();  // nobody awaits yet: the caller gets the error directly
+        throw;
+      }
+      // An awaiting coroutine must not be resumed from inside its own co_await: the failure
+      // is delivered through the executor, like every other completion.
+      op->immediate = true;
+      op->fail(std::current_exception());
+    }
+  }
+};
+
+template <typename F, typename... Args>
+constexpr void check_call() {
+  using D = std::decay_t<F>;
+  static_assert(std::is_class_v<D> || std::is_pointer_v<D> || std::is_member_pointer_v<D>,
+                "offload: f is not callable: pass a function, a lambda or a function object");
+  static_assert(std::is_invocable_v<D&&, std::decay_t<Args>&&...>,
+                "offload: f cannot be called with these arguments (they are decay-copied and "
+                "passed as rvalues, as std::thread does; wrap an argument in std::ref to pass "
+                "a reference)");
+}
+
+template <typename F, typename... Args>
+using call_for = bound_call<std::decay_t<F>, std::decay_t<Args>...>;
+
+template <typename F, typename... Args>
+inline constexpr bool callable_with = std::is_invocable_v<std::decay_t<F>&&, std::decay_t<Args>&&...>;
+
+// The result type, or void when the call is ill-formed, so the static_assert in the body is
+// the error the user sees rather than a failed substitution.
+template <typename F, typename... Args>
+struct call_value {
+  using type = void;
+};
+template <typename F, typename... Args>
+  requires callable_with<F, Args...>
+struct call_value<F, Args...> {
+  using type = typename call_for<F, Args...>::value_type;
+};
+template <typename F, typename... Args>
+using call_value_t = typename call_value<F, Args...>::type;
+
+template <typename T>
+awaitable<T> unwrap_optional(awaitable<std::optional<T>> inner) {
+  std::optional<T> value = co_await std::move(inner);
+  co_return std::move(*value);
+}
+
+}  // namespace detail
+
+/// Runs `f()` on `target` and completes `token` with the result: (exception_ptr, R), or
+/// (exception_ptr) for void, or (exception_ptr, std::optional<R>) when R has no default
+/// constructor. Works with use_awaitable, use_future, deferred and callbacks.
+template <typename Target, typename F, typename Token>
+  requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
+auto async_run(Target&& target, F&& f, Token&& token) {
+  using call_type = detail::call_for<F>;
+  using signature = detail::completion_signature_t<typename call_type::value_type>;
+  return net::async_initiate<Token, signature>(
+      detail::initiate_run<Target>{detail::target_holder<Target>::make(std::forward<Target>(target))},
+      token, call_type(std::forward<F>(f)));
+}
+
+/// `co_await run_in_executor(ex, f, args...)`: runs `std::invoke(f, args...)` on `ex` and
+/// resumes on the awaiting coroutine's executor with the result, or rethrows f's exception.
+template <typename Target, typename F, typename... Args>
+  requires detail::runs_calls<std::remove_cvref_t<Target>>
+auto run_in_executor(Target&& target, F&& f, Args&&... args)
+    -> awaitable<detail::call_value_t<F, Args...>> {
+  detail::check_call<F, Args...>();
+  if constexpr (detail::callable_with<F, Args...>) {
+    using call_type = detail::call_for<F, Args...>;
+    using value_type = typename call_type::value_type;
+    using signature = detail::completion_signature_t<value_type>;
+    auto op = net::async_initiate<const net::use_awaitable_t<>&, signature>(
+        detail::initiate_run<Target>{
+            detail::target_holder<Target>::make(std::forward<Target>(target))},
+        net::use_awaitable, call_type(std::forward<F>(f), std::forward<Args>(args)...));
+    if constexpr (std::is_void_v<value_type> || std::is_default_constructible_v<value_type>) {
+      return op;
+    } else {
+      return detail::unwrap_optional<value_type>(std::move(op));
+    }
+  } else {
+    return {};
+  }
+}
+
+/// `co_await to_thread(f, args...)`: run_in_executor on the loop's default executor.
+template <typename F, typename... Args>
+auto to_thread(F&& f, Args&&... args) -> awaitable<detail::call_value_t<F, Args...>> {
+  return run_in_executor(default_executor, std::forward<F>(f), std::forward<Args>(args)...);
+}
+
+}  // namespace offload
