@@ -247,8 +247,21 @@ class thread_pool {
     ensure_capacity(queued);
     if (sleeping_.load(std::memory_order_seq_cst) > 0 &&
         spinning_.load(std::memory_order_seq_cst) == 0) {
-      std::lock_guard<std::mutex> lock(mutex_);
+      wake_one();
+    }
+  }
+
+  // One wake in flight at a time: a burst costs one notify, and each woken worker wakes the
+  // next while work remains (wake_another_if_needed), so the pool still fans out.
+  void wake_one() {
+    if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Sleepers count themselves under this lock before they wait: one seen here is waiting,
+    // will get this notify and clear the flag. With none, clear it ourselves.
+    if (sleeping_.load(std::memory_order_relaxed) > 0) {
       cv_.notify_one();
+    } else {
+      wake_pending_.store(false, std::memory_order_release);
     }
   }
 
@@ -427,6 +440,7 @@ class thread_pool {
     }
     const bool timed_out = cv_.wait_for(lock, options_.keep_alive) == std::cv_status::timeout;
     sleeping_.fetch_sub(1, std::memory_order_seq_cst);
+    wake_pending_.store(false, std::memory_order_release);
     if (!timed_out || closed_ || live_ <= options_.min_workers) return false;
     // Leave only if no push raced with our going: after_push reads live_hint_ after pushing.
     live_hint_.store(live_ - 1, std::memory_order_seq_cst);
@@ -443,8 +457,7 @@ class thread_pool {
     const std::size_t queued = queued_.load(std::memory_order_relaxed);
     if (queued == 0 || spinning_.load(std::memory_order_relaxed) != 0) return;
     if (sleeping_.load(std::memory_order_relaxed) != 0) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      cv_.notify_one();
+      wake_one();
       return;
     }
     ensure_capacity(queued);
@@ -498,6 +511,7 @@ class thread_pool {
   std::atomic<int> spinning_{0};
   std::atomic<int> sleeping_{0};
   std::atomic<std::size_t> live_hint_{0};
+  std::atomic<bool> wake_pending_{false};
   std::atomic<std::size_t> running_{0};
   std::atomic<std::uint64_t> completed_{0};
 

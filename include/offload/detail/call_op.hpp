@@ -5,6 +5,7 @@
 
 #include <offload/config.hpp>
 #include <offload/detail/op.hpp>
+#include <offload/detail/op_allocator.hpp>
 #include <offload/detail/service.hpp>
 
 #include <cstdio>
@@ -125,13 +126,17 @@ class call_op final : public op_base {
   using handler_executor = net::associated_executor_t<Handler>;
   using work_type = std::decay_t<decltype(net::prefer(
       std::declval<const handler_executor&>(), net::execution::outstanding_work.tracked))>;
-  using allocator_type = typename std::allocator_traits<net::associated_allocator_t<
-      Handler, net::recycling_allocator<void>>>::template rebind_alloc<call_op>;
+  using handler_allocator = net::associated_allocator_t<Handler>;
+  using allocator_type =
+      std::conditional_t<std::is_same_v<handler_allocator, std::allocator<void>>,
+                         op_allocator<call_op>,
+                         typename std::allocator_traits<
+                             handler_allocator>::template rebind_alloc<call_op>>;
 
-  /// Allocates the node with the handler's allocator (Asio's recycling one by default).
+  /// Allocates the node with the handler's allocator, or offload's per-thread cache.
   static call_op* create(Call&& call, Handler&& handler, completion_queue* queue,
                          offload_service* home) {
-    allocator_type alloc(net::get_associated_allocator(handler, net::recycling_allocator<void>()));
+    allocator_type alloc(net::get_associated_allocator(handler));
     call_op* p = std::allocator_traits<allocator_type>::allocate(alloc, 1);
     try {
       ::new (static_cast<void*>(p)) call_op(std::move(call), std::move(handler), queue, home);
@@ -156,8 +161,7 @@ class call_op final : public op_base {
   }
 
   void free_self() noexcept {
-    allocator_type alloc(
-        net::get_associated_allocator(handler_, net::recycling_allocator<void>()));
+    allocator_type alloc(net::get_associated_allocator(handler_));
     this->~call_op();
     std::allocator_traits<allocator_type>::deallocate(alloc, this, 1);
   }

@@ -10,6 +10,7 @@
 
 #include <offload/config.hpp>
 #include <offload/detail/op.hpp>
+#include <offload/detail/op_allocator.hpp>
 
 #include <atomic>
 #include <utility>
@@ -133,11 +134,14 @@ class basic_completion_queue final : public completion_queue {
  private:
   struct drain_invoker {
     basic_completion_queue* queue;
+    using allocator_type = reusable_block_allocator<void>;
+    allocator_type get_allocator() const noexcept { return allocator_type(&queue->block_); }
     void operator()() const { queue->drain(); }
   };
   void schedule_drain() override { net::post(ex_, drain_invoker{this}); }
 
   Executor ex_;
+  reusable_block block_;
 };
 
 }  // namespace offload::detail

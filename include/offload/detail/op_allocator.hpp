@@ -1,0 +1,146 @@
+// offload: memory for call nodes and drain posts without a malloc per call.
+//
+// A call node is allocated where the call is made (the loop thread) and freed where it is
+// delivered (the loop thread again), so a small per-thread cache of blocks by size class makes
+// steady-state calls allocation-free. Asio's own recycling cache is left to Asio's operations:
+// sharing its two slots with nodes of other sizes made both miss.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <new>
+
+namespace offload::detail {
+
+class block_cache {
+ public:
+  static constexpr std::size_t class_count = 12;  // 32-byte steps up to 384 bytes
+  static constexpr std::size_t max_cached = 128;  // per class, per thread
+
+  block_cache() = default;
+  block_cache(const block_cache&) = delete;
+  block_cache& operator=(const block_cache&) = delete;
+  ~block_cache() {
+    for (auto& list : lists_) {
+      while (list.head != nullptr) {
+        node* next = list.head->next;
+        ::operator delete(static_cast<void*>(list.head));
+        list.head = next;
+      }
+    }
+  }
+
+  static block_cache& local() noexcept {
+    thread_local block_cache cache;
+    return cache;
+  }
+
+  void* allocate(std::size_t bytes) {
+    const int c = class_of(bytes);
+    if (c < 0) return ::operator new(bytes);
+    free_list& list = lists_[c];
+    if (list.head != nullptr) {
+      node* n = list.head;
+      list.head = n->next;
+      --list.count;
+      return n;
+    }
+    return ::operator new(class_size(c));
+  }
+
+  void deallocate(void* p, std::size_t bytes) noexcept {
+    const int c = class_of(bytes);
+    if (c < 0 || lists_[c].count == max_cached) {
+      ::operator delete(p);
+      return;
+    }
+    free_list& list = lists_[c];
+    list.head = ::new (p) node{list.head};
+    ++list.count;
+  }
+
+ private:
+  struct node {
+    node* next;
+  };
+  struct free_list {
+    node* head = nullptr;
+    std::size_t count = 0;
+  };
+
+  static constexpr std::size_t step = 32;
+  static constexpr std::size_t class_size(int c) noexcept {
+    return step * (static_cast<std::size_t>(c) + 1);
+  }
+  static constexpr int class_of(std::size_t bytes) noexcept {
+    const std::size_t c = (bytes + step - 1) / step;
+    return c == 0 ? 0 : (c <= class_count ? static_cast<int>(c - 1) : -1);
+  }
+
+  free_list lists_[class_count];
+};
+
+template <typename T>
+struct op_allocator {
+  using value_type = T;
+  op_allocator() noexcept = default;
+  template <typename U>
+  op_allocator(const op_allocator<U>&) noexcept {}
+  template <typename U>
+  explicit op_allocator(const std::allocator<U>&) noexcept {}
+
+  T* allocate(std::size_t n) {
+    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+    return static_cast<T*>(block_cache::local().allocate(n * sizeof(T)));
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    block_cache::local().deallocate(p, n * sizeof(T));
+  }
+  template <typename U>
+  friend bool operator==(const op_allocator&, const op_allocator<U>&) noexcept {
+    return true;
+  }
+};
+
+/// One block, reused by whatever is posted while it is free: a queue has at most one drain
+/// post outstanding, and Asio frees a handler's memory before it invokes it.
+struct reusable_block {
+  alignas(std::max_align_t) unsigned char storage[192];
+  std::atomic<bool> in_use{false};
+};
+
+template <typename T>
+struct reusable_block_allocator {
+  using value_type = T;
+  reusable_block* block;
+
+  explicit reusable_block_allocator(reusable_block* b) noexcept : block(b) {}
+  template <typename U>
+  reusable_block_allocator(const reusable_block_allocator<U>& other) noexcept
+      : block(other.block) {}
+
+  T* allocate(std::size_t n) {
+    if (n * sizeof(T) <= sizeof(block->storage) && alignof(T) <= alignof(std::max_align_t) &&
+        !block->in_use.exchange(true, std::memory_order_acquire)) {
+      return reinterpret_cast<T*>(block->storage);
+    }
+    return static_cast<T*>(::operator new(n * sizeof(T)));
+  }
+  void deallocate(T* p, std::size_t) noexcept {
+    if (reinterpret_cast<unsigned char*>(p) == block->storage) {
+      block->in_use.store(false, std::memory_order_release);
+    } else {
+      ::operator delete(static_cast<void*>(p));
+    }
+  }
+  template <typename U>
+  friend bool operator==(const reusable_block_allocator& a,
+                         const reusable_block_allocator<U>& b) noexcept {
+    return a.block == b.block;
+  }
+};
+
+}  // namespace offload::detail

@@ -1,0 +1,639 @@
+// offload's benchmark: each workload runs offload and the hand-written Asio code a competent
+// user would write for the same job, alternating, in the same process; it reports medians over
+// repeats and the ratio offload / Asio. Timings are never asserted.
+//
+//   offload_bench [--quick] [--json] [--repeats N] [--no-pinned]
+//
+// W1/W2 also run pinned to CPU 0 (a child process with its affinity set before any thread
+// starts), since whether two threads share a vCPU swings hop latency on a VM.
+
+#include <offload/offload.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <latch>
+#include <map>
+#include <new>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sched.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace net = offload::net;
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// ---- allocation counting (W7) ---------------------------------------------------------------
+
+static std::atomic<bool> g_count_allocs{false};
+static std::atomic<std::uint64_t> g_allocs{0};
+static std::atomic<std::uint64_t> g_alloc_bytes{0};
+
+void* operator new(std::size_t n) {
+  if (g_count_allocs.load(std::memory_order_relaxed)) {
+    g_allocs.fetch_add(1, std::memory_order_relaxed);
+    g_alloc_bytes.fetch_add(n, std::memory_order_relaxed);
+  }
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+// ---- helpers --------------------------------------------------------------------------------
+
+static std::atomic<long> g_sink{0};
+static int trivial() { return 1; }
+
+static double us_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
+}
+
+static double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const auto i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
+  return v[i];
+}
+
+static double median(std::vector<double> v) { return percentile(std::move(v), 0.5); }
+
+static double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+static std::size_t pool_size() { return offload::detail::default_max_workers(); }
+
+struct row {
+  std::string workload;
+  std::string metric;
+  double offload = 0;
+  double asio = 0;
+  std::string target;
+  bool higher_is_better = false;
+};
+
+struct options {
+  bool quick = false;
+  bool json = false;
+  bool pinned_child = false;
+  bool run_pinned = true;
+  int repeats = 5;
+};
+
+// Runs `offload_fn` and `asio_fn` alternately `repeats` times; each returns a vector of figures
+// (one per metric); the result is the per-metric median.
+template <typename A, typename B>
+static std::pair<std::vector<double>, std::vector<double>> alternate(int repeats, A offload_fn,
+                                                                     B asio_fn) {
+  std::vector<std::vector<double>> off, as;
+  for (int r = 0; r < repeats; ++r) {
+    off.push_back(offload_fn());
+    as.push_back(asio_fn());
+  }
+  auto med = [](const std::vector<std::vector<double>>& runs) {
+    std::vector<double> out;
+    for (std::size_t m = 0; m < runs.front().size(); ++m) {
+      std::vector<double> col;
+      for (const auto& run : runs) col.push_back(run[m]);
+      out.push_back(median(col));
+    }
+    return out;
+  };
+  return {med(off), med(as)};
+}
+
+// ---- W1: sequential round trip --------------------------------------------------------------
+
+static offload::awaitable<void> w1_offload_coro(int n, std::vector<double>* lat) {
+  for (int i = 0; i < n; ++i) {
+    const auto t0 = clock_type::now();
+    g_sink += co_await offload::to_thread(trivial);
+    lat->push_back(us_since(t0));
+  }
+}
+
+static std::vector<double> w1_offload(int n) {
+  std::vector<double> lat;
+  lat.reserve(static_cast<std::size_t>(n));
+  offload::event_loop loop;
+  loop.run_until_complete(w1_offload_coro(n / 10, &lat));  // warm up: threads, caches
+  lat.clear();
+  loop.run_until_complete(w1_offload_coro(n, &lat));
+  return {percentile(lat, 0.5), percentile(lat, 0.99)};
+}
+
+static net::awaitable<void> w1_asio_coro(net::thread_pool::executor_type pool_ex, int n,
+                                         std::vector<double>* lat) {
+  auto io_ex = co_await net::this_coro::executor;
+  for (int i = 0; i < n; ++i) {
+    const auto t0 = clock_type::now();
+    co_await net::post(net::bind_executor(pool_ex, net::use_awaitable));
+    const int r = trivial();  // runs on the pool
+    co_await net::post(io_ex, net::use_awaitable);
+    g_sink += r;
+    lat->push_back(us_since(t0));
+  }
+}
+
+static std::vector<double> w1_asio(int n) {
+  std::vector<double> lat;
+  lat.reserve(static_cast<std::size_t>(n));
+  net::io_context io(1);
+  net::thread_pool pool(pool_size());
+  net::co_spawn(io, w1_asio_coro(pool.get_executor(), n / 10, &lat), net::detached);
+  io.run();
+  lat.clear();
+  io.restart();
+  net::co_spawn(io, w1_asio_coro(pool.get_executor(), n, &lat), net::detached);
+  io.run();
+  pool.join();
+  return {percentile(lat, 0.5), percentile(lat, 0.99)};
+}
+
+static double spin_floor_us(int rounds) {
+  std::atomic<int> flag{0};
+  std::thread peer([&] {
+    for (int i = 0; i < rounds; ++i) {
+      while (flag.load(std::memory_order_acquire) != 1) offload::detail::cpu_relax();
+      flag.store(2, std::memory_order_release);
+    }
+  });
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < rounds; ++i) {
+    flag.store(1, std::memory_order_release);
+    while (flag.load(std::memory_order_acquire) != 2) offload::detail::cpu_relax();
+  }
+  const double us = us_since(t0) / rounds;
+  peer.join();
+  return us;
+}
+
+// ---- W2: burst ------------------------------------------------------------------------------
+
+static std::vector<double> w2_offload(std::size_t n) {
+  offload::thread_pool pool(offload::thread_pool_options{.max_workers = pool_size(),
+                                                         .min_workers = pool_size()});
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  std::size_t done = 0;
+  auto on_done = [&](std::exception_ptr, int r) {
+    g_sink += r;
+    if (++done == n) loop.stop();
+  };
+  clock_type::time_point t0;
+  loop.call_soon([&] {
+    t0 = clock_type::now();
+    for (std::size_t i = 0; i < n; ++i) {
+      offload::async_run(pool, trivial, net::bind_executor(ex, on_done));
+    }
+  });
+  loop.run_forever();
+  return {static_cast<double>(n) / (us_since(t0) * 1e-6)};
+}
+
+static std::vector<double> w2_asio(std::size_t n) {
+  net::io_context io(1);
+  net::thread_pool pool(pool_size());
+  auto work = net::make_work_guard(io);
+  std::size_t done = 0;
+  clock_type::time_point t0;
+  net::post(io, [&] {
+    t0 = clock_type::now();
+    for (std::size_t i = 0; i < n; ++i) {
+      net::post(pool, [&] {
+        const int r = trivial();
+        net::post(io, [&, r] {
+          g_sink += r;
+          if (++done == n) work.reset();
+        });
+      });
+    }
+  });
+  io.run();
+  const double per_sec = static_cast<double>(n) / (us_since(t0) * 1e-6);
+  pool.join();
+  return {per_sec};
+}
+
+// ---- W5: loop responsiveness ----------------------------------------------------------------
+
+static void block_10ms() { std::this_thread::sleep_for(10ms); }
+
+static offload::awaitable<void> w5_ticker(int ticks, std::vector<double>* lag) {
+  net::steady_timer timer(co_await net::this_coro::executor);
+  auto next = clock_type::now();
+  for (int i = 0; i < ticks; ++i) {
+    next += 1ms;
+    timer.expires_at(next);
+    co_await timer.async_wait(net::use_awaitable);
+    lag->push_back(us_since(next));
+  }
+}
+
+static offload::awaitable<void> w5_blocker() { co_await offload::to_thread(block_10ms); }
+
+static offload::awaitable<void> w5_offload_main(int ticks, std::vector<double>* lag) {
+  auto& loop = offload::get_running_loop();
+  std::vector<offload::task<void>> blockers;
+  for (int i = 0; i < 100; ++i) blockers.push_back(loop.create_task(w5_blocker()));
+  co_await w5_ticker(ticks, lag);
+  for (auto& t : blockers) co_await t.join();
+}
+
+static std::vector<double> w5_offload(int ticks) {
+  std::vector<double> lag;
+  offload::event_loop loop;
+  loop.run_until_complete(w5_offload_main(ticks, &lag));
+  return {percentile(lag, 0.5), percentile(lag, 0.99)};
+}
+
+static std::vector<double> w5_asio(int ticks) {
+  std::vector<double> lag;
+  net::io_context io(1);
+  net::thread_pool pool(pool_size());
+  int finished = 0;
+  net::post(io, [&] {
+    for (int i = 0; i < 100; ++i) {
+      net::post(pool, [&] {
+        block_10ms();
+        net::post(io, [&] { ++finished; });
+      });
+    }
+  });
+  net::co_spawn(io, w5_ticker(ticks, &lag), net::detached);
+  io.run();
+  pool.join();
+  return {percentile(lag, 0.5), percentile(lag, 0.99)};
+}
+
+// ---- W6: CPU-bound scaling ------------------------------------------------------------------
+
+static std::uint64_t cpu_work(std::uint64_t iterations) {
+  std::uint64_t x = 88172645463325252ull;
+  for (std::uint64_t i = 0; i < iterations; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+
+static offload::awaitable<std::uint64_t> w6_one(offload::thread_pool* pool, std::uint64_t iters) {
+  co_return co_await offload::run_in_executor(*pool, cpu_work, iters);
+}
+
+static offload::awaitable<void> w6_main(offload::thread_pool* pool, int calls, std::uint64_t iters) {
+  auto& loop = offload::get_running_loop();
+  std::vector<offload::task<std::uint64_t>> tasks;
+  for (int i = 0; i < calls; ++i) tasks.push_back(loop.create_task(w6_one(pool, iters)));
+  for (auto& t : tasks) g_sink += static_cast<long>(co_await t.join() & 1);
+}
+
+static std::vector<double> w6(int calls, std::uint64_t iters) {
+  const auto t_inline = clock_type::now();
+  for (int i = 0; i < calls; ++i) g_sink += static_cast<long>(cpu_work(iters) & 1);
+  const double inline_us = us_since(t_inline);
+  const unsigned cores = offload::detail::usable_cpus();
+  offload::thread_pool pool(offload::thread_pool_options{.max_workers = cores});
+  offload::event_loop loop;
+  const auto t_pool = clock_type::now();
+  loop.run_until_complete(w6_main(&pool, calls, iters));
+  const double pool_us = us_since(t_pool);
+  return {inline_us / pool_us};
+}
+
+// ---- W7: allocations per call, bytes per queued call ----------------------------------------
+
+static offload::awaitable<void> w7_seq(int n) {
+  for (int i = 0; i < n; ++i) g_sink += co_await offload::to_thread(trivial);
+}
+
+static std::vector<double> w7_offload(int n, std::size_t queued) {
+  offload::event_loop loop;
+  loop.run_until_complete(w7_seq(n));  // warm up
+  g_allocs = 0;
+  g_count_allocs = true;
+  loop.run_until_complete(w7_seq(n));
+  g_count_allocs = false;
+  const double per_call = static_cast<double>(g_allocs.load()) / n;
+
+  offload::thread_pool pool(offload::thread_pool_options{.max_workers = 1});
+  std::latch release(1);
+  auto ex = loop.get_executor();
+  std::size_t done = 0;
+  auto on_done = [&](std::exception_ptr, int r) {
+    g_sink += r;
+    if (++done == queued + 1) loop.stop();
+  };
+  auto blocker = [&release] {
+    release.wait();
+    return 0;
+  };
+  double bytes_per = 0;
+  loop.call_soon([&] {
+    offload::async_run(pool, blocker, net::bind_executor(ex, on_done));
+    g_alloc_bytes = 0;
+    g_count_allocs = true;
+    for (std::size_t i = 0; i < queued; ++i) {
+      offload::async_run(pool, trivial, net::bind_executor(ex, on_done));
+    }
+    g_count_allocs = false;
+    bytes_per = static_cast<double>(g_alloc_bytes.load()) / static_cast<double>(queued);
+    release.count_down();
+  });
+  loop.run_forever();
+  return {per_call, bytes_per};
+}
+
+static net::awaitable<void> w7_asio_seq(net::thread_pool::executor_type pool_ex, int n) {
+  auto io_ex = co_await net::this_coro::executor;
+  for (int i = 0; i < n; ++i) {
+    co_await net::post(net::bind_executor(pool_ex, net::use_awaitable));
+    const int r = trivial();
+    co_await net::post(io_ex, net::use_awaitable);
+    g_sink += r;
+  }
+}
+
+static std::vector<double> w7_asio(int n, std::size_t queued) {
+  net::io_context io(1);
+  net::thread_pool pool(pool_size());
+  net::co_spawn(io, w7_asio_seq(pool.get_executor(), n), net::detached);
+  io.run();
+  io.restart();
+  g_allocs = 0;
+  g_count_allocs = true;
+  net::co_spawn(io, w7_asio_seq(pool.get_executor(), n), net::detached);
+  io.run();
+  g_count_allocs = false;
+  const double per_call = static_cast<double>(g_allocs.load()) / n;
+
+  net::thread_pool one(1);
+  std::latch release(1);
+  net::post(one, [&release] { release.wait(); });
+  g_alloc_bytes = 0;
+  g_count_allocs = true;
+  for (std::size_t i = 0; i < queued; ++i) {
+    net::post(one, [&io] {
+      const int r = trivial();
+      net::post(io, [r] { g_sink += r; });
+    });
+  }
+  g_count_allocs = false;
+  const double bytes_per = static_cast<double>(g_alloc_bytes.load()) / static_cast<double>(queued);
+  io.restart();
+  auto work = net::make_work_guard(io);
+  release.count_down();
+  one.join();
+  work.reset();
+  io.run();
+  pool.join();
+  return {per_call, bytes_per};
+}
+
+// ---- W8: idle cost, W9: wake after idle -----------------------------------------------------
+
+static offload::awaitable<void> w89_offload_coro(std::chrono::milliseconds idle, double* cpu,
+                                                 double* wake_us) {
+  for (int i = 0; i < 2000; ++i) g_sink += co_await offload::to_thread(trivial);  // the burst
+  net::steady_timer timer(co_await net::this_coro::executor);
+  timer.expires_after(100ms);
+  co_await timer.async_wait(net::use_awaitable);
+  const double c0 = process_cpu_seconds();
+  timer.expires_after(idle);
+  co_await timer.async_wait(net::use_awaitable);
+  *cpu = (process_cpu_seconds() - c0) / (static_cast<double>(idle.count()) / 1000.0) * 100.0;
+  const auto t0 = clock_type::now();
+  g_sink += co_await offload::to_thread(trivial);
+  *wake_us = us_since(t0);
+}
+
+static std::vector<double> w89_offload(std::chrono::milliseconds idle) {
+  double cpu = 0, wake = 0;
+  offload::event_loop loop;
+  loop.run_until_complete(w89_offload_coro(idle, &cpu, &wake));
+  return {cpu, wake};
+}
+
+static net::awaitable<void> w89_asio_coro(net::thread_pool::executor_type pool_ex,
+                                          std::chrono::milliseconds idle, double* cpu,
+                                          double* wake_us) {
+  auto io_ex = co_await net::this_coro::executor;
+  for (int i = 0; i < 2000; ++i) {
+    co_await net::post(net::bind_executor(pool_ex, net::use_awaitable));
+    const int r = trivial();
+    co_await net::post(io_ex, net::use_awaitable);
+    g_sink += r;
+  }
+  net::steady_timer timer(io_ex);
+  timer.expires_after(100ms);
+  co_await timer.async_wait(net::use_awaitable);
+  const double c0 = process_cpu_seconds();
+  timer.expires_after(idle);
+  co_await timer.async_wait(net::use_awaitable);
+  *cpu = (process_cpu_seconds() - c0) / (static_cast<double>(idle.count()) / 1000.0) * 100.0;
+  const auto t0 = clock_type::now();
+  co_await net::post(net::bind_executor(pool_ex, net::use_awaitable));
+  const int r = trivial();
+  co_await net::post(io_ex, net::use_awaitable);
+  g_sink += r;
+  *wake_us = us_since(t0);
+}
+
+static std::vector<double> w89_asio(std::chrono::milliseconds idle) {
+  double cpu = 0, wake = 0;
+  net::io_context io(1);
+  net::thread_pool pool(pool_size());
+  net::co_spawn(io, w89_asio_coro(pool.get_executor(), idle, &cpu, &wake), net::detached);
+  io.run();
+  pool.join();
+  return {cpu, wake};
+}
+
+// ---- driver ---------------------------------------------------------------------------------
+
+static std::string machine_description() {
+  std::string model = "unknown CPU";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  std::ostringstream out;
+  out << model << ", " << std::thread::hardware_concurrency() << " CPUs ("
+      << offload::detail::usable_cpus() << " usable), "
+#if defined(__clang__)
+      << "clang " << __clang_major__ << "." << __clang_minor__
+#else
+      << "gcc " << __GNUC__ << "." << __GNUC_MINOR__
+#endif
+      << ", Asio " << OFFLOAD_ASIO_VERSION / 100000 << "." << OFFLOAD_ASIO_VERSION / 100 % 1000
+      << "." << OFFLOAD_ASIO_VERSION % 100;
+  return out.str();
+}
+
+static std::vector<row> run_w1_w2(const options& opt, const std::string& suffix) {
+  std::vector<row> rows;
+  const int n1 = opt.quick ? 2000 : 50000;
+  auto [o1, a1] = alternate(opt.repeats, [&] { return w1_offload(n1); }, [&] { return w1_asio(n1); });
+  rows.push_back({"W1 round trip" + suffix, "p50 us", o1[0], a1[0], "<= 0.06x (unpinned)", false});
+  rows.push_back({"W1 round trip" + suffix, "p99 us", o1[1], a1[1], "", false});
+  for (std::size_t n : opt.quick ? std::vector<std::size_t>{20000}
+                                 : std::vector<std::size_t>{200000, 1000000}) {
+    auto [o2, a2] = alternate(opt.repeats, [&] { return w2_offload(n); }, [&] { return w2_asio(n); });
+    rows.push_back({"W2 burst " + std::to_string(n / 1000) + "k" + suffix, "calls/s", o2[0], a2[0],
+                    ">= 5x", true});
+  }
+  return rows;
+}
+
+static void print_rows(const std::vector<row>& rows, const options& opt, double floor_us) {
+  if (opt.json) {
+    std::cout << "{\n  \"machine\": \"" << machine_description() << "\",\n  \"spin_floor_us\": "
+              << floor_us << ",\n  \"rows\": [\n";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      std::cout << "    {\"workload\": \"" << r.workload << "\", \"metric\": \"" << r.metric
+                << "\", \"offload\": " << r.offload << ", \"asio\": " << r.asio
+                << ", \"ratio\": " << (r.asio != 0 ? r.offload / r.asio : 0)
+                << ", \"target\": \"" << r.target << "\"}" << (i + 1 < rows.size() ? "," : "")
+                << "\n";
+    }
+    std::cout << "  ]\n}\n";
+    return;
+  }
+  std::printf("machine: %s\n", machine_description().c_str());
+  std::printf("spin ping-pong floor between two threads: %.3f us\n", floor_us);
+  std::printf("repeats: %d (medians)%s\n\n", opt.repeats, opt.quick ? ", quick mode" : "");
+  std::printf("%-26s %-10s %14s %14s %9s  %s\n", "workload", "metric", "offload", "asio",
+              "ratio", "target");
+  for (const auto& r : rows) {
+    std::printf("%-26s %-10s %14.3f %14.3f %8.3fx  %s\n", r.workload.c_str(), r.metric.c_str(),
+                r.offload, r.asio, r.asio != 0 ? r.offload / r.asio : 0.0, r.target.c_str());
+  }
+}
+
+// The pinned pass: a child pinned to CPU 0 before any thread exists, printing rows as
+// tab-separated lines on its stdout.
+static std::vector<row> run_pinned_child(const char* self, const options& opt) {
+  int fds[2];
+  if (pipe(fds) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+    dup2(fds[1], 1);
+    close(fds[0]);
+    std::vector<std::string> args = {self, "--pinned-child", "--repeats",
+                                     std::to_string(opt.repeats)};
+    if (opt.quick) args.push_back("--quick");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(self, argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::vector<row> rows;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream f(line);
+    row r;
+    std::string o, a, hib;
+    if (std::getline(f, r.workload, '\t') && std::getline(f, r.metric, '\t') &&
+        std::getline(f, o, '\t') && std::getline(f, a, '\t') && std::getline(f, r.target, '\t')) {
+      r.offload = std::stod(o);
+      r.asio = std::stod(a);
+      rows.push_back(r);
+    }
+  }
+  return rows;
+}
+
+int main(int argc, char** argv) {
+  options opt;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") opt.quick = true;
+    else if (a == "--json") opt.json = true;
+    else if (a == "--pinned-child") opt.pinned_child = true;
+    else if (a == "--no-pinned") opt.run_pinned = false;
+    else if (a == "--repeats" && i + 1 < argc) opt.repeats = std::atoi(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: %s [--quick] [--json] [--repeats N] [--no-pinned]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (opt.quick && opt.repeats == 5) opt.repeats = 1;
+
+  if (opt.pinned_child) {
+    for (const auto& r : run_w1_w2(opt, " pinned")) {
+      std::printf("%s\t%s\t%.6f\t%.6f\t%s\n", r.workload.c_str(), r.metric.c_str(), r.offload,
+                  r.asio, r.target.c_str());
+    }
+    return 0;
+  }
+
+  const double floor_us = spin_floor_us(opt.quick ? 10000 : 200000);
+  std::vector<row> rows = run_w1_w2(opt, "");
+  if (opt.run_pinned) {
+    auto pinned = run_pinned_child(argv[0], opt);
+    for (auto& r : pinned) {
+      if (r.workload.find("W1") == 0 && r.metric == "p50 us") r.target = "<= 1.0x";
+    }
+    rows.insert(rows.end(), pinned.begin(), pinned.end());
+  }
+
+  const int ticks = opt.quick ? 50 : 200;
+  auto [o5, a5] = alternate(opt.repeats, [&] { return w5_offload(ticks); }, [&] { return w5_asio(ticks); });
+  rows.push_back({"W5 tick lag", "p50 us", o5[0], a5[0], "", false});
+  rows.push_back({"W5 tick lag", "p99 us", o5[1], a5[1], "p99 < 200 us", false});
+
+  const unsigned cores = offload::detail::usable_cpus();
+  const int calls = static_cast<int>(cores) * 4;
+  const std::uint64_t iters = opt.quick ? 2000000 : 20000000;
+  std::vector<double> speedups;
+  for (int r = 0; r < opt.repeats; ++r) speedups.push_back(w6(calls, iters)[0]);
+  rows.push_back({"W6 CPU-bound speed-up", "x inline", median(speedups),
+                  static_cast<double>(cores), ">= 0.9 x cores", true});
+
+  const int n7 = opt.quick ? 2000 : 20000;
+  const std::size_t q7 = opt.quick ? 100000 : 1000000;
+  auto [o7, a7] = alternate(1, [&] { return w7_offload(n7, q7); }, [&] { return w7_asio(n7, q7); });
+  rows.push_back({"W7 allocations per call", "allocs", o7[0], a7[0], "<= 1", false});
+  rows.push_back({"W7 bytes per queued call", "bytes", o7[1], a7[1], "<= 256", false});
+
+  const auto idle = opt.quick ? 200ms : 1000ms;
+  auto [o8, a8] = alternate(opt.quick ? 1 : 3, [&] { return w89_offload(idle); },
+                            [&] { return w89_asio(idle); });
+  rows.push_back({"W8 idle CPU", "% core", o8[0], a8[0], "< 2%", false});
+  rows.push_back({"W9 wake after idle", "us", o8[1], a8[1], "< 200 us", false});
+
+  print_rows(rows, opt, floor_us);
+  return g_sink.load() == 0 ? 1 : 0;
+}
