@@ -28,6 +28,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <time.h>
+#endif
+
 namespace offload {
 
 struct thread_pool_options {
@@ -219,10 +223,17 @@ class thread_pool {
   };
   using worker_list = std::list<worker>;
 
+  // When a call started, for running_calls(): a coarse clock is plenty and costs a few ns.
   static std::int64_t clock_ns() noexcept {
+#if defined(__linux__)
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec + 1;
+#else
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
-        .count();
+               .count() + 1;
+#endif
   }
 
   detail::submit_status submit_bounded(detail::op_base* op, bool may_wait) {
@@ -255,14 +266,17 @@ class thread_pool {
   // next while work remains (wake_another_if_needed), so the pool still fans out.
   void wake_one() {
     if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
-    std::lock_guard<std::mutex> lock(mutex_);
-    // Sleepers count themselves under this lock before they wait: one seen here is waiting,
-    // will get this notify and clear the flag. With none, clear it ourselves.
-    if (sleeping_.load(std::memory_order_relaxed) > 0) {
-      cv_.notify_one();
-    } else {
+    std::unique_lock<std::mutex> lock(mutex_);
+    // Sleepers count themselves under this lock before they wait: one seen here is waiting and
+    // gets this notify (or wakes anyway and clears the flag). With none, clear it ourselves.
+    if (sleeping_.load(std::memory_order_relaxed) == 0) {
       wake_pending_.store(false, std::memory_order_release);
+      return;
     }
+    // Notify after unlocking: on a busy CPU the woken worker would otherwise preempt us only
+    // to block on the mutex we still hold.
+    lock.unlock();
+    cv_.notify_one();
   }
 
   // A thread for each queued call no idle thread will take, up to max_workers.

@@ -151,8 +151,10 @@ class call_op final : public op_base {
   call_op(Call&& call, Handler&& handler, completion_queue* q, offload_service* h)
       : call_(std::in_place, std::move(call)),
         handler_(std::move(handler)),
-        work_(net::prefer(net::get_associated_executor(handler_),
-                          net::execution::outstanding_work.tracked)) {
+        work_(q != nullptr ? std::nullopt
+                           : std::optional<work_type>(
+                                 net::prefer(net::get_associated_executor(handler_),
+                                             net::execution::outstanding_work.tracked))) {
     fn = &call_op::dispatch_action;
     queue = q;
     home = h;
@@ -235,7 +237,7 @@ class call_op final : public op_base {
 
   void deliver() {
     Handler handler(std::move(handler_));
-    work_type work(std::move(work_));
+    std::optional<work_type> work(std::move(work_));
     std::exception_ptr error = std::move(error_);
     const bool counted = queue != nullptr;
     offload_service* h = home;
@@ -267,7 +269,8 @@ class call_op final : public op_base {
   result_slot<value_type> result_;
   std::exception_ptr error_;
   Handler handler_;
-  work_type work_;
+  // Calls handed back through an offload queue are counted as work by the service, in bulk.
+  std::optional<work_type> work_;
 };
 
 }  // namespace offload::detail

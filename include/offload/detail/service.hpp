@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -37,11 +38,17 @@ class offload_service final : public net::execution_context::service {
     return value;
   }
 
-  // In-flight accounting: the context's destruction waits for calls still out on threads.
-  void op_started() noexcept { in_flight_.fetch_add(1, std::memory_order_relaxed); }
+  // In-flight accounting: the context's destruction waits for calls still out on threads,
+  // and while any is out the io_context counts one unit of work for all of them (a work guard
+  // per call would copy the executor twice and bump the scheduler's counter twice per call).
+  // Both transitions happen inside running handlers, which Asio counts as work themselves.
+  void op_started() noexcept {
+    if (in_flight_.fetch_add(1, std::memory_order_acq_rel) == 0) reconcile_work();
+  }
   void op_finished() noexcept {
-    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
-        closing_.load(std::memory_order_acquire)) {
+    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    reconcile_work();
+    if (closing_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> lock(mutex_);
       cv_.notify_all();
     }
@@ -74,11 +81,25 @@ class offload_service final : public net::execution_context::service {
   }
   completion_queue* loop_queue() noexcept { return loop_queue_.load(std::memory_order_acquire); }
 
+ private:
+  void reconcile_work() noexcept {
+    std::lock_guard<std::mutex> lock(work_mutex_);
+    const bool busy = in_flight_.load(std::memory_order_acquire) != 0;
+    if (busy && !work_ && io_ != nullptr) {
+      work_.emplace(io_->get_executor());
+    } else if (!busy && work_) {
+      work_.reset();
+    }
+  }
+
+ public:
+
   /// The queue for coroutines that run on the io_context's own executor (no event_loop).
   completion_queue* io_queue(net::io_context& io) noexcept {
     if (static_cast<net::execution_context*>(&io) != &context()) return nullptr;
     if (auto* q = io_queue_.load(std::memory_order_acquire)) return q;
     std::lock_guard<std::mutex> lock(mutex_);
+    set_io_locked(io);
     if (!io_queue_owner_) {
       io_queue_owner_ =
           std::make_unique<basic_completion_queue<net::io_context::executor_type>>(
@@ -97,6 +118,7 @@ class offload_service final : public net::execution_context::service {
           "(get_running_loop() finds it from its coroutines)");
     }
     loop_ = loop;
+    set_io_locked(strand.get_inner_executor().context());
     // Queues outlive their loop: calls in flight may still be handed back to the strand.
     loop_queues_.push_back(std::make_unique<basic_completion_queue<loop_strand_type>>(strand));
     loop_queue_.store(loop_queues_.back().get(), std::memory_order_release);
@@ -160,6 +182,11 @@ class offload_service final : public net::execution_context::service {
   }
 
  private:
+  void set_io_locked(net::io_context& io) noexcept {
+    std::lock_guard<std::mutex> lock(work_mutex_);
+    io_ = &io;
+  }
+
   static void destroy_chain(op_base* op) noexcept {
     while (op != nullptr) {
       op_base* next = op->next;
@@ -180,6 +207,10 @@ class offload_service final : public net::execution_context::service {
   std::atomic<thread_pool*> default_raw_{nullptr};
   std::atomic<basic_completion_queue<loop_strand_type>*> loop_queue_{nullptr};
   std::atomic<completion_queue*> io_queue_{nullptr};
+
+  std::mutex work_mutex_;
+  net::io_context* io_ = nullptr;  // the context, when it is an io_context with a queue
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
 
   std::mutex mutex_;
   std::condition_variable cv_;
