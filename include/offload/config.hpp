@@ -23,6 +23,7 @@
 namespace offload {
 namespace net = ::boost::asio;
 using net_error_code = ::boost::system::error_code;
+using net_system_error = ::boost::system::system_error;
 }  // namespace offload
 
 #else
@@ -48,6 +49,7 @@ using net_error_code = ::boost::system::error_code;
 namespace offload {
 namespace net = ::asio;
 using net_error_code = ::asio::error_code;
+using net_system_error = ::asio::system_error;
 }  // namespace offload
 
 #endif

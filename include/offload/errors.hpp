@@ -5,6 +5,7 @@
 
 #include <offload/config.hpp>
 
+#include <exception>
 #include <string>
 #include <system_error>
 
@@ -68,6 +69,11 @@ inline std::system_error make_error(errc e, const char* where) {
 }
 
 [[noreturn]] inline void throw_error(errc e, const char* where) { throw make_error(e, where); }
+
+/// Cancellation, as the Asio backend itself reports it (operation_aborted in its system_error).
+inline std::exception_ptr make_cancelled(const char* where) {
+  return std::make_exception_ptr(net_system_error(net::error::operation_aborted, where));
+}
 
 }  // namespace offload
 

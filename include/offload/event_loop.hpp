@@ -366,7 +366,7 @@ class event_loop {
   /// running, the next run returns after one pass over what is ready.
   void stop() {
     stop_requested_.store(true, std::memory_order_release);
-    net::post(*ctx_, [] {});  // wakes a parked loop
+    if (!is_closed()) net::post(*ctx_, [] {});  // wakes a parked loop
   }
 
   /// Shuts the default executor down (waiting for running calls), then lets go of the
@@ -396,7 +396,8 @@ class event_loop {
   handle call_soon(F&& f) {
     check_open("event_loop::call_soon");
     auto state = std::make_shared<detail::callback_state<std::decay_t<F>>>(std::forward<F>(f));
-    net::post(*strand_, [this, state]() { run_callback(*state, state->fn); });
+    // The callback holds what it needs, not the loop: a wrapped io_context may outlive it.
+    net::post(*strand_, [shared = shared_, state]() { run_callback(*shared, *state, state->fn); });
     return handle(std::move(state));
   }
 
@@ -413,7 +414,9 @@ class event_loop {
     auto state =
         std::make_shared<detail::timer_callback_state<std::decay_t<F>>>(std::forward<F>(f), *strand_);
     state->timer.expires_at(when);
-    state->timer.async_wait([this, state](const net_error_code&) { run_callback(*state, state->fn); });
+    state->timer.async_wait([shared = shared_, state](const net_error_code&) {
+      run_callback(*shared, *state, state->fn);
+    });
     return handle(std::move(state));
   }
 
@@ -582,7 +585,7 @@ class event_loop {
   }
 
   template <typename State, typename F>
-  void run_callback(State& state, F& fn) {
+  static void run_callback(detail::loop_shared& shared, State& state, F& fn) {
     auto expected = detail::callback_status::pending;
     if (!state.status.compare_exchange_strong(expected, detail::callback_status::started,
                                               std::memory_order_acq_rel)) {
@@ -591,7 +594,7 @@ class event_loop {
     try {
       fn();
     } catch (...) {
-      shared_->report({"an exception escaped a callback", std::current_exception()});
+      shared.report({"an exception escaped a callback", std::current_exception()});
     }
   }
 
@@ -671,9 +674,7 @@ class event_loop {
 inline event_loop& get_running_loop() {
   auto* loop = static_cast<const event_loop*>(detail::tl_running_loop.loop);
   if (loop == nullptr) {
-    throw_error(errc::no_running_loop,
-                "offload::get_running_loop: no loop is running on this thread; call it from "
-                "code that runs on an event_loop");
+    throw_error(errc::no_running_loop, "offload::get_running_loop");
   }
   return const_cast<event_loop&>(*loop);
 }

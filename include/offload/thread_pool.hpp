@@ -141,10 +141,8 @@ class thread_pool {
       if (cancel_pending) cancelled = take_all_locked();
       cv_.notify_all();
     }
-    fail_chain(cancelled, std::make_exception_ptr(std::system_error(
-                              net::error::operation_aborted,
-                              "thread_pool::shutdown(cancel_pending=true) cancelled the call "
-                              "before it started")));
+    fail_chain(cancelled, make_cancelled("thread_pool::shutdown(cancel_pending=true) cancelled "
+                                         "the call before it started"));
     if (wait) join_all();
   }
 
@@ -157,9 +155,17 @@ class thread_pool {
     thread_pool_stats s;
     s.workers = live_;
     s.idle = sleeping_.load() + spinning_.load();
-    s.queued = queued_.load() + overflow_size_;
-    s.running = running_.load();
-    s.completed = completed_.load();
+    s.queued = fifo_count_.load(std::memory_order_relaxed) + overflow_size_;
+    // Pushed chains are immutable until a worker takes one, which needs this lock.
+    for (auto* op = reinterpret_cast<detail::op_base*>(inject_.load() & ~closed_bit); op;
+         op = op->next) {
+      ++s.queued;
+    }
+    s.completed = completed_by_exited_;
+    for (const worker& w : workers_) {
+      if (w.busy_since.load(std::memory_order_relaxed) != 0) ++s.running;
+      s.completed += w.completed.load(std::memory_order_relaxed);
+    }
     s.peak_workers = peak_workers_;
     return s;
   }
@@ -205,8 +211,7 @@ class thread_pool {
     } while (!inject_.compare_exchange_weak(old, reinterpret_cast<std::uintptr_t>(op),
                                             std::memory_order_seq_cst,
                                             std::memory_order_relaxed));
-    const std::size_t queued = queued_.fetch_add(1, std::memory_order_seq_cst) + 1;
-    after_push(queued);
+    after_push();
     return detail::submit_status::accepted;
   }
 
@@ -220,6 +225,7 @@ class thread_pool {
     std::string name;
     std::atomic<std::int64_t> busy_since{0};
     std::atomic<const char*> callable{""};
+    std::atomic<std::uint64_t> completed{0};
   };
   using worker_list = std::list<worker>;
 
@@ -240,7 +246,7 @@ class thread_pool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (closed_) return detail::submit_status::shut_down;
-      if (queued_.load(std::memory_order_relaxed) >= options_.max_queue) {
+      if (fifo_count_.load(std::memory_order_relaxed) >= options_.max_queue) {
         if (!may_wait) return detail::submit_status::full;
         op->next = nullptr;
         (overflow_tail_ ? overflow_tail_->next : overflow_head_) = op;
@@ -249,13 +255,20 @@ class thread_pool {
         return detail::submit_status::accepted;
       }
       append_fifo_locked(op);
+      fifo_count_.store(fifo_count_.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_seq_cst);
     }
-    after_push(queued_.fetch_add(1, std::memory_order_seq_cst) + 1);
+    after_push();
     return detail::submit_status::accepted;
   }
 
-  void after_push(std::size_t queued) {
-    ensure_capacity(queued);
+  // The producer touches only the inject stack and, when it must, the wake and spawn paths:
+  // counters that workers also write would bounce a cache line per call.
+  void after_push() {
+    if (sleeping_.load(std::memory_order_seq_cst) + spinning_.load(std::memory_order_seq_cst) ==
+        0) {
+      ensure_capacity();
+    }
     if (sleeping_.load(std::memory_order_seq_cst) > 0 &&
         spinning_.load(std::memory_order_seq_cst) == 0) {
       wake_one();
@@ -279,11 +292,10 @@ class thread_pool {
     cv_.notify_one();
   }
 
-  // A thread for each queued call no idle thread will take, up to max_workers.
-  void ensure_capacity(std::size_t queued) {
-    const std::size_t idle = static_cast<std::size_t>(sleeping_.load(std::memory_order_seq_cst) +
-                                                      spinning_.load(std::memory_order_seq_cst));
-    if (queued <= idle || live_hint_.load(std::memory_order_seq_cst) >= max_workers_) return;
+  // One more thread, up to max_workers, for work no idle thread will take. Bursts fan out by
+  // chain: each worker that takes a call and sees more waiting asks for the next thread.
+  void ensure_capacity() {
+    if (live_hint_.load(std::memory_order_seq_cst) >= max_workers_) return;
     std::exception_ptr failed;
     detail::op_base* orphans = nullptr;
     {
@@ -312,6 +324,10 @@ class thread_pool {
     return (inject_.load(std::memory_order_seq_cst) & ~closed_bit) != 0;
   }
 
+  bool work_pending() const noexcept {
+    return fifo_count_.load(std::memory_order_relaxed) != 0 || inject_nonempty();
+  }
+
   bool queue_empty_locked() const noexcept {
     return fifo_head_ == nullptr && overflow_head_ == nullptr && !inject_nonempty();
   }
@@ -322,9 +338,14 @@ class thread_pool {
       auto* chain = reinterpret_cast<detail::op_base*>(taken & ~closed_bit);
       detail::op_base* fifo = detail::reverse_chain(chain, nullptr);
       if (fifo != nullptr) {
+        std::size_t taken_count = 1;
         fifo_head_ = fifo;
         fifo_tail_ = fifo;
-        while (fifo_tail_->next != nullptr) fifo_tail_ = fifo_tail_->next;
+        while (fifo_tail_->next != nullptr) {
+          fifo_tail_ = fifo_tail_->next;
+          ++taken_count;
+        }
+        fifo_count_.store(taken_count, std::memory_order_relaxed);
       }
     }
     detail::op_base* op = fifo_head_;
@@ -340,7 +361,8 @@ class thread_pool {
       --overflow_size_;
       append_fifo_locked(waiting);
     } else {
-      queued_.fetch_sub(1, std::memory_order_relaxed);
+      fifo_count_.store(fifo_count_.load(std::memory_order_relaxed) - 1,
+                        std::memory_order_relaxed);
     }
     return op;
   }
@@ -381,6 +403,7 @@ class thread_pool {
 
   // Called with the lock held by the exiting worker itself.
   void exit_locked(worker_list::iterator self) {
+    completed_by_exited_ += self->completed.load(std::memory_order_relaxed);
     exited_.splice(exited_.end(), workers_, self);
     --live_;
     live_hint_.store(live_, std::memory_order_relaxed);
@@ -438,7 +461,7 @@ class thread_pool {
     if (spinning_.load(std::memory_order_relaxed) >= max_spinning) return false;
     spinning_.fetch_add(1, std::memory_order_seq_cst);
     const bool found = spinner.spin([this] {
-      return queued_.load(std::memory_order_relaxed) != 0 ||
+      return fifo_count_.load(std::memory_order_relaxed) != 0 || inject_nonempty() ||
              (inject_.load(std::memory_order_relaxed) & closed_bit) != 0;
     });
     spinning_.fetch_sub(1, std::memory_order_seq_cst);
@@ -468,22 +491,20 @@ class thread_pool {
   // Called by a worker that just took a call: if more wait and nobody spins for them, wake or
   // start another thread rather than leave them behind a call that may block for long.
   void wake_another_if_needed() {
-    const std::size_t queued = queued_.load(std::memory_order_relaxed);
-    if (queued == 0 || spinning_.load(std::memory_order_relaxed) != 0) return;
+    if (!work_pending() || spinning_.load(std::memory_order_relaxed) != 0) return;
     if (sleeping_.load(std::memory_order_relaxed) != 0) {
       wake_one();
       return;
     }
-    ensure_capacity(queued);
+    ensure_capacity();
   }
 
   void execute(worker& self, detail::op_base* op) {
     self.callable.store(op->callable_name, std::memory_order_relaxed);
     self.busy_since.store(clock_ns(), std::memory_order_release);
-    running_.fetch_add(1, std::memory_order_relaxed);
     op->run();  // never throws: the call's exception travels in its outcome
-    running_.fetch_sub(1, std::memory_order_relaxed);
-    completed_.fetch_add(1, std::memory_order_relaxed);
+    self.completed.store(self.completed.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);  // one writer: no RMW needed
     self.busy_since.store(0, std::memory_order_release);
   }
 
@@ -521,13 +542,11 @@ class thread_pool {
 
   // Producers push here lock-free; the low bit says the pool is shut down.
   std::atomic<std::uintptr_t> inject_{0};
-  std::atomic<std::size_t> queued_{0};
+  std::atomic<std::size_t> fifo_count_{0};  // written under mutex_ only
   std::atomic<int> spinning_{0};
   std::atomic<int> sleeping_{0};
   std::atomic<std::size_t> live_hint_{0};
   std::atomic<bool> wake_pending_{false};
-  std::atomic<std::size_t> running_{0};
-  std::atomic<std::uint64_t> completed_{0};
 
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable cv_;
@@ -542,6 +561,7 @@ class thread_pool {
   std::size_t live_ = 0;
   std::size_t peak_workers_ = 0;
   std::size_t spawned_ = 0;
+  std::uint64_t completed_by_exited_ = 0;
   bool closed_ = false;
   std::vector<std::function<void()>> stopped_callbacks_;
 };

@@ -136,9 +136,9 @@ inline void submit_native(thread_pool& pool, op_base* op, bool may_wait) {
     case submit_status::accepted:
       return;
     case submit_status::shut_down:
-      throw_error(errc::executor_shutdown, "offload: the executor was shut down");
+      throw_error(errc::executor_shutdown, "offload: submitting a call");
     case submit_status::full:
-      throw_error(errc::queue_full, "offload: the pool's queue is full");
+      throw_error(errc::queue_full, "offload: submitting a call from a thread with no loop");
   }
 }
 
@@ -159,9 +159,7 @@ template <typename T>
 void submit_to(T& target, op_base* op, offload_service* default_owner, bool may_wait) {
   if constexpr (std::is_same_v<T, default_executor_t>) {
     if (default_owner == nullptr) {
-      throw_error(errc::no_running_loop,
-                  "offload::to_thread / run_in_executor(default_executor): no running loop in "
-                  "this thread; call it from a coroutine on the loop, or pass a pool");
+      throw_error(errc::no_running_loop, "offload::to_thread / run_in_executor(default_executor)");
     }
     submit_native(default_owner->default_pool(), op, may_wait);
   } else if constexpr (std::is_same_v<T, thread_pool>) {
@@ -209,9 +207,8 @@ struct initiate_run {
     if (no_loop && std::is_same_v<typename target_holder<Target>::type, default_executor_t> &&
         default_owner == nullptr) {
       throw_error(errc::no_running_loop,
-                  "offload: run_in_executor(default_executor) / to_thread with a completion "
-                  "handler that has no executor, outside a running loop; bind an executor to "
-                  "the handler or pass a pool");
+                  "offload::async_run(default_executor) with a handler that has no executor "
+                  "(bind one with asio::bind_executor)");
     }
     auto* op = call_op<std::decay_t<Call>, handler_type>::create(std::move(call), std::move(h),
                                                                 queue, home);
