@@ -4,6 +4,7 @@
 #pragma once
 
 #include <offload/config.hpp>
+#include <offload/detail/completion_queue.hpp>
 #include <offload/detail/service.hpp>
 #include <offload/detail/spin.hpp>
 #include <offload/detail/unique_function.hpp>
@@ -23,12 +24,17 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 namespace offload {
 
 class event_loop;
+template <typename T>
+class concurrent_future;
+template <typename T>
+concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loop);
 
 /// What reaches the exception handler: what happened, and the exception if there was one.
 struct exception_context {
@@ -56,6 +62,48 @@ struct loop_shared {
   std::mutex mutex;
   std::function<void(const exception_context&)> exception_handler;
   std::function<void(const slow_callback_report&)> slow_handler;
+  // Cross-thread futures not yet done: close() fails each with loop_closed.
+  std::unordered_map<std::uint64_t, std::function<void()>> pending_futures;
+  std::uint64_t next_future_id = 0;
+
+  // Handles, tasks and futures may outlive the loop, but a strand must not outlive its
+  // io_context: they reach the loop through here, and close() clears it first.
+  std::mutex strand_mutex;
+  std::optional<loop_strand_type> strand;
+
+  template <typename F>
+  bool post_to_loop(F&& f) {
+    std::lock_guard<std::mutex> lock(strand_mutex);
+    if (!strand) return false;
+    net::post(*strand, std::forward<F>(f));
+    return true;
+  }
+  bool in_loop_strand() {
+    std::lock_guard<std::mutex> lock(strand_mutex);
+    return strand && strand->running_in_this_thread();
+  }
+  void forget_strand() {
+    std::lock_guard<std::mutex> lock(strand_mutex);
+    strand.reset();
+  }
+
+  std::uint64_t add_pending(std::function<void()> fail) {
+    std::lock_guard<std::mutex> lock(mutex);
+    pending_futures.emplace(++next_future_id, std::move(fail));
+    return next_future_id;
+  }
+  void remove_pending(std::uint64_t id) {
+    std::lock_guard<std::mutex> lock(mutex);
+    pending_futures.erase(id);
+  }
+  void fail_pending() {
+    std::unordered_map<std::uint64_t, std::function<void()>> pending;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      pending.swap(pending_futures);
+    }
+    for (auto& entry : pending) entry.second();
+  }
 
   static void default_report(const exception_context& ctx) noexcept {
     std::string what;
@@ -125,17 +173,49 @@ struct callback_state final : callback_state_base {
 
 template <typename F>
 struct timer_callback_state final : callback_state_base {
-  timer_callback_state(F f, loop_strand_type strand)
-      : fn(std::move(f)), timer(strand), strand(std::move(strand)) {}
-  void on_cancel(const std::shared_ptr<callback_state_base>& self) override {
-    // The timer belongs to the loop: cancel it there, so the wait ends now, not at expiry.
-    net::dispatch(strand, [s = std::static_pointer_cast<timer_callback_state>(self)]() {
-      s->timer.cancel();
+  timer_callback_state(F f, std::shared_ptr<loop_shared> s)
+      : fn(std::move(f)), shared(std::move(s)) {}
+  void on_cancel(const std::shared_ptr<callback_state_base>&) override {
+    // The timer belongs to the loop (and is owned by its wait): cancel it there, so the wait
+    // ends now rather than at expiry.
+    shared->post_to_loop([t = timer]() {
+      if (auto live = t.lock()) live->cancel();
     });
   }
   F fn;
-  net::steady_timer timer;
-  loop_strand_type strand;
+  std::shared_ptr<loop_shared> shared;
+  std::weak_ptr<net::steady_timer> timer;
+};
+
+template <typename State, typename F>
+void run_callback(loop_shared& shared, State& state, F& fn) {
+  auto expected = callback_status::pending;
+  if (!state.status.compare_exchange_strong(expected, callback_status::started,
+                                            std::memory_order_acq_rel)) {
+    return;  // cancelled
+  }
+  try {
+    fn();
+  } catch (...) {
+    shared.report({"an exception escaped a callback", std::current_exception()});
+  }
+}
+
+/// A call_soon_threadsafe callback: its own node in the loop's thread-safe queue, and the
+/// state its handle cancels. It keeps itself alive until the queue is done with it.
+template <typename F>
+struct threadsafe_callback final : op_base, callback_state_base {
+  threadsafe_callback(F f, std::shared_ptr<loop_shared> s) : fn(std::move(f)), shared(std::move(s)) {
+    op_base::fn = &threadsafe_callback::act;
+  }
+  static void act(op_base* base, action a, std::exception_ptr*) {
+    auto* self = static_cast<threadsafe_callback*>(base);
+    std::shared_ptr<threadsafe_callback> keep = std::move(self->self);
+    if (a == action::complete) run_callback(*self->shared, *self, self->fn);
+  }
+  F fn;
+  std::shared_ptr<loop_shared> shared;
+  std::shared_ptr<threadsafe_callback> self;
 };
 
 template <typename T>
@@ -211,12 +291,10 @@ template <typename T>
 class task {
  public:
   task() = default;
-  task(const task& other) : state_(other.state_), strand_(other.strand_) { add_handle(); }
-  task(task&& other) noexcept
-      : state_(std::move(other.state_)), strand_(std::move(other.strand_)) {}
+  task(const task& other) : state_(other.state_) { add_handle(); }
+  task(task&& other) noexcept : state_(std::move(other.state_)) {}
   task& operator=(task other) noexcept {
     std::swap(state_, other.state_);
-    std::swap(strand_, other.strand_);
     return *this;
   }
   ~task() { release_handle(); }
@@ -235,8 +313,8 @@ class task {
       std::lock_guard<std::mutex> lock(state_->mutex);
       if (state_->done) return false;
     }
-    net::dispatch(*strand_, [s = state_]() { s->signal.emit(net::cancellation_type::all); });
-    return true;
+    return state_->loop->post_to_loop(
+        [s = state_]() { s->signal.emit(net::cancellation_type::all); });
   }
 
   /// The task's result (or its exception), once it finishes. A copyable result can be joined
@@ -291,10 +369,7 @@ class task {
     }
   };
 
-  task(std::shared_ptr<detail::task_state<T>> s, detail::loop_strand_type strand)
-      : state_(std::move(s)), strand_(std::move(strand)) {
-    add_handle();
-  }
+  explicit task(std::shared_ptr<detail::task_state<T>> s) : state_(std::move(s)) { add_handle(); }
 
   void add_handle() {
     if (!state_) return;
@@ -308,7 +383,6 @@ class task {
   }
 
   std::shared_ptr<detail::task_state<T>> state_;
-  std::optional<detail::loop_strand_type> strand_;
 };
 
 class event_loop {
@@ -377,7 +451,20 @@ class event_loop {
       throw_error(errc::would_deadlock,
                   "event_loop::close: the loop is running; stop() it and let it return first");
     }
-    if (closed_.exchange(true)) return;
+    {
+      std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+      if (closed_.exchange(true)) return;
+    }
+    // What other threads handed in before the close is processed, never dropped: accepted
+    // callbacks run here, and coroutines still pending complete with loop_closed.
+    threadsafe_queue_->close();
+    for (detail::op_base* op = threadsafe_queue_->take_all(); op != nullptr;) {
+      detail::op_base* next = op->next;
+      op->complete();
+      op = next;
+    }
+    shared_->fail_pending();
+    shared_->forget_strand();
     if (auto pool = service_->default_pool_if_any()) {
       pool->shutdown(detail::tl_current_pool != pool.get());
     }
@@ -390,6 +477,25 @@ class event_loop {
   }
 
   // -- callbacks -----------------------------------------------------------------------------
+
+  /// From any thread: runs `f` on the loop, in FIFO order per calling thread. The handle's
+  /// cancel() returning true means `f` never runs. On a closed loop throws loop_closed; a call
+  /// that returns is processed, even if the loop closes first (close() runs it).
+  template <typename F>
+  handle call_soon_threadsafe(F&& f) {
+    using node_type = detail::threadsafe_callback<std::decay_t<F>>;
+    auto node = std::make_shared<node_type>(std::forward<F>(f), shared_);
+    node->self = node;
+    {
+      std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+      if (is_closed()) {
+        node->self.reset();
+        throw_error(errc::loop_closed, "event_loop::call_soon_threadsafe");
+      }
+      threadsafe_queue_->push(node.get());
+    }
+    return handle(std::move(node));
+  }
 
   /// Runs `f` on the loop soon, in FIFO order with other call_soon callbacks.
   template <typename F>
@@ -412,9 +518,10 @@ class event_loop {
   handle call_at(std::chrono::steady_clock::time_point when, F&& f) {
     check_open("event_loop::call_at");
     auto state =
-        std::make_shared<detail::timer_callback_state<std::decay_t<F>>>(std::forward<F>(f), *strand_);
-    state->timer.expires_at(when);
-    state->timer.async_wait([shared = shared_, state](const net_error_code&) {
+        std::make_shared<detail::timer_callback_state<std::decay_t<F>>>(std::forward<F>(f), shared_);
+    auto timer = std::make_shared<net::steady_timer>(*strand_, when);
+    state->timer = timer;
+    timer->async_wait([shared = shared_, state, timer](const net_error_code&) {
       run_callback(*shared, *state, state->fn);
     });
     return handle(std::move(state));
@@ -428,7 +535,7 @@ class event_loop {
     auto slot = state->signal.slot();
     net::co_spawn(*strand_, task_body(std::move(coro), state),
                   net::bind_cancellation_slot(slot, task_done<T>{state}));
-    return task<T>(std::move(state), *strand_);
+    return task<T>(std::move(state));
   }
 
   // -- errors and diagnostics ----------------------------------------------------------------
@@ -519,6 +626,17 @@ class event_loop {
   };
 
   template <typename T>
+  friend concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loop);
+
+  // Runs `submit` under the lock that close() takes, unless the loop is closed.
+  template <typename Submit>
+  void submit_threadsafe(const char* where, Submit&& submit) {
+    std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+    if (is_closed()) throw_error(errc::loop_closed, where);
+    submit();
+  }
+
+  template <typename T>
   struct main_done {
     std::shared_ptr<detail::main_state<T>> state;
     void operator()(std::exception_ptr e) const {
@@ -564,7 +682,10 @@ class event_loop {
 
   void attach() {
     strand_.emplace(net::make_strand(*ctx_));
+    shared_->strand = *strand_;
     service_ = &net::use_service<detail::offload_service>(*ctx_);
+    threadsafe_queue_ =
+        service_->adopt(std::make_unique<detail::basic_completion_queue<executor_type>>(*strand_));
     service_->attach_loop(this, *strand_);
   }
 
@@ -586,16 +707,7 @@ class event_loop {
 
   template <typename State, typename F>
   static void run_callback(detail::loop_shared& shared, State& state, F& fn) {
-    auto expected = detail::callback_status::pending;
-    if (!state.status.compare_exchange_strong(expected, detail::callback_status::started,
-                                              std::memory_order_acq_rel)) {
-      return;  // cancelled
-    }
-    try {
-      fn();
-    } catch (...) {
-      shared.report({"an exception escaped a callback", std::current_exception()});
-    }
+    detail::run_callback(shared, state, fn);
   }
 
   // The loop's own run: execute what is ready; when idle with calls in flight, spin a bounded
@@ -665,6 +777,8 @@ class event_loop {
   std::atomic<bool> running_{false};
   std::atomic<bool> closed_{false};
   std::atomic<bool> stop_requested_{false};
+  std::mutex threadsafe_mutex_;  // makes "not closed" and "enqueued" one step
+  detail::basic_completion_queue<executor_type>* threadsafe_queue_ = nullptr;  // the service's
   std::atomic<std::int64_t> slow_threshold_ns_{0};
   std::chrono::nanoseconds spin_ = detail::default_spin();
 };

@@ -6,5 +6,8 @@
 #include <offload/config.hpp>
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
+#include <offload/future.hpp>
+#include <offload/loop_thread.hpp>
 #include <offload/thread_pool.hpp>
+#include <offload/threadsafe.hpp>
 #include <offload/to_thread.hpp>

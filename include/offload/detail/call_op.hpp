@@ -198,11 +198,13 @@ class call_op final : public op_base {
     if (!state.compare_exchange_strong(expected, op_state::running, std::memory_order_acq_rel)) {
       return;
     }
+    tl_calling_loop = home != nullptr ? home->attached_loop() : nullptr;
     try {
       result_.fill(*call_);
     } catch (...) {
       error_ = std::current_exception();
     }
+    tl_calling_loop = nullptr;
     try {
       call_.reset();  // f and its arguments die on the worker, not on the loop
     } catch (...) {

@@ -112,20 +112,31 @@ class offload_service final : public net::execution_context::service {
   /// An event_loop makes its strand the context's hand-back target. One loop per context.
   void attach_loop(const void* loop, const loop_strand_type& strand) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (loop_ != nullptr) {
+    if (loop_.load(std::memory_order_relaxed) != nullptr) {
       throw std::logic_error(
           "offload::event_loop: this io_context already has an event_loop; use that one "
           "(get_running_loop() finds it from its coroutines)");
     }
-    loop_ = loop;
+    loop_.store(loop, std::memory_order_release);
     set_io_locked(strand.get_inner_executor().context());
     // Queues outlive their loop: calls in flight may still be handed back to the strand.
     loop_queues_.push_back(std::make_unique<basic_completion_queue<loop_strand_type>>(strand));
     loop_queue_.store(loop_queues_.back().get(), std::memory_order_release);
   }
+  /// Keeps a loop's own queue as long as the context: a drain may be posted to it still.
+  template <typename Queue>
+  Queue* adopt(std::unique_ptr<Queue> queue) {
+    Queue* raw = queue.get();
+    std::lock_guard<std::mutex> lock(mutex_);
+    adopted_.push_back(std::move(queue));
+    return raw;
+  }
+
+  const void* attached_loop() const noexcept { return loop_.load(std::memory_order_acquire); }
+
   void detach_loop(const void* loop) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (loop_ == loop) loop_ = nullptr;
+    if (loop_.load(std::memory_order_relaxed) == loop) loop_.store(nullptr, std::memory_order_release);
   }
 
   /// The default executor: created on first use.
@@ -160,6 +171,7 @@ class offload_service final : public net::execution_context::service {
       std::lock_guard<std::mutex> lock(mutex_);
       if (io_queue_owner_) queues.push_back(io_queue_owner_.get());
       for (auto& q : loop_queues_) queues.push_back(q.get());
+      for (auto& q : adopted_) queues.push_back(q.get());
       if (default_) pools.push_back(default_);
       pools.insert(pools.end(), retired_.begin(), retired_.end());
     }
@@ -218,7 +230,8 @@ class offload_service final : public net::execution_context::service {
   std::vector<std::shared_ptr<thread_pool>> retired_;
   std::unique_ptr<basic_completion_queue<net::io_context::executor_type>> io_queue_owner_;
   std::vector<std::unique_ptr<basic_completion_queue<loop_strand_type>>> loop_queues_;
-  const void* loop_ = nullptr;
+  std::vector<std::unique_ptr<completion_queue>> adopted_;
+  std::atomic<const void*> loop_{nullptr};
 };
 
 template <typename Executor>
@@ -260,5 +273,8 @@ struct running_loop_info {
   offload_service* service = nullptr;
 };
 inline thread_local running_loop_info tl_running_loop;
+
+/// The loop whose call this worker thread is running now (for from_thread), or null.
+inline thread_local const void* tl_calling_loop = nullptr;
 
 }  // namespace offload::detail

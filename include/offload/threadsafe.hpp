@@ -1,0 +1,162 @@
+// offload: entering a loop from other threads — run_coroutine_threadsafe, and from_thread for
+// code running inside a to_thread call. (call_soon_threadsafe is a member of event_loop.)
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+#include <offload/errors.hpp>
+#include <offload/event_loop.hpp>
+#include <offload/future.hpp>
+
+#include <exception>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace offload {
+
+namespace detail {
+
+template <typename T>
+struct coroutine_future_state final : future_state<T> {
+  net::cancellation_signal signal;  // emitted on the loop's strand only
+};
+
+// Completes the future when the coroutine finishes; if Asio destroys it unrun (its io_context
+// went away), the future completes with loop_closed instead of waiting forever.
+template <typename T>
+struct coroutine_done {
+  std::shared_ptr<coroutine_future_state<T>> state;
+  std::shared_ptr<loop_shared> shared;
+  std::uint64_t id = 0;
+
+  coroutine_done(std::shared_ptr<coroutine_future_state<T>> s, std::shared_ptr<loop_shared> l,
+                 std::uint64_t i)
+      : state(std::move(s)), shared(std::move(l)), id(i) {}
+  coroutine_done(coroutine_done&&) noexcept = default;
+  coroutine_done& operator=(coroutine_done&&) = delete;
+  ~coroutine_done() {
+    if (state) {
+      state->set_exception(std::make_exception_ptr(
+          make_error(errc::loop_closed, "the loop went away before the coroutine finished")));
+      shared->remove_pending(id);
+    }
+  }
+
+  void operator()(std::exception_ptr e) {
+    auto s = std::move(state);
+    shared->remove_pending(id);
+    if (e) {
+      bool cancelled = false;
+      try {
+        std::rethrow_exception(e);
+      } catch (const net_system_error& se) {
+        cancelled = se.code() == net::error::operation_aborted;
+      } catch (...) {
+      }
+      s->set_exception(std::move(e), cancelled);
+    } else if constexpr (std::is_void_v<T>) {
+      s->set_value(true);
+    }
+  }
+};
+
+template <typename T>
+awaitable<void> run_into(awaitable<T> coro, std::shared_ptr<coroutine_future_state<T>> state) {
+  if constexpr (std::is_void_v<T>) {
+    co_await std::move(coro);
+  } else {
+    state->set_value(co_await std::move(coro));
+  }
+}
+
+/// The loop that started the to_thread call running on this thread, if any.
+inline event_loop* calling_loop() noexcept {
+  return static_cast<event_loop*>(const_cast<void*>(tl_calling_loop));
+}
+
+}  // namespace detail
+
+/// Starts `coro` on `loop` from any thread; the returned future gives its result. Throws
+/// loop_closed (and destroys the coroutine) if the loop is closed.
+template <typename T>
+concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loop) {
+  auto state = std::make_shared<detail::coroutine_future_state<T>>();
+  const void* loop_id = &loop;
+  auto shared = loop.shared_;
+  state->on_loop_thread = [loop_id, shared] {
+    return detail::tl_running_loop.loop == loop_id || shared->in_loop_strand();
+  };
+  std::weak_ptr<detail::coroutine_future_state<T>> weak = state;
+  state->request_cancel = [weak, shared] {
+    shared->post_to_loop([weak] {
+      if (auto s = weak.lock()) s->signal.emit(net::cancellation_type::all);
+    });
+  };
+  auto strand = loop.get_executor();
+  loop.submit_threadsafe("offload::run_coroutine_threadsafe", [&] {
+    std::weak_ptr<detail::coroutine_future_state<T>> fail_weak = state;
+    const std::uint64_t id = shared->add_pending([fail_weak] {
+      if (auto s = fail_weak.lock()) {
+        s->set_exception(std::make_exception_ptr(make_error(
+            errc::loop_closed, "the loop closed before the coroutine finished")));
+      }
+    });
+    auto slot = state->signal.slot();
+    net::co_spawn(strand, detail::run_into(std::move(coro), state),
+                  net::bind_cancellation_slot(slot, detail::coroutine_done<T>(state, shared, id)));
+  });
+  return concurrent_future<T>(std::move(state));
+}
+
+/// Calls back into the loop from inside a to_thread / run_in_executor call (Trio's
+/// from_thread): the worker blocks until the loop has done it.
+namespace from_thread {
+
+namespace detail_ft {
+inline event_loop& origin(const char* where) {
+  event_loop* loop = detail::calling_loop();
+  if (loop == nullptr) {
+    throw_error(errc::no_running_loop, where);
+  }
+  return *loop;
+}
+}  // namespace detail_ft
+
+/// Runs `coro` on the loop that started this call and returns its result.
+template <typename T>
+T run(awaitable<T> coro) {
+  event_loop& loop = detail_ft::origin(
+      "offload::from_thread::run: only inside a call started by to_thread / run_in_executor");
+  return run_coroutine_threadsafe(std::move(coro), loop).result();
+}
+
+/// Runs `f()` on the loop that started this call and returns its result.
+template <typename F>
+auto run_sync(F&& f) -> std::invoke_result_t<std::decay_t<F>&> {
+  using R = std::invoke_result_t<std::decay_t<F>&>;
+  event_loop& loop = detail_ft::origin(
+      "offload::from_thread::run_sync: only inside a call started by to_thread / "
+      "run_in_executor");
+  auto state = std::make_shared<detail::future_state<R>>();
+  auto fn = std::make_shared<std::decay_t<F>>(std::forward<F>(f));
+  loop.call_soon_threadsafe([state, fn] {
+    try {
+      if constexpr (std::is_void_v<R>) {
+        (*fn)();
+        state->set_value(true);
+      } else {
+        state->set_value((*fn)());
+      }
+    } catch (...) {
+      state->set_exception(std::current_exception());
+    }
+  });
+  state->wait();
+  return state->take();
+}
+
+}  // namespace from_thread
+
+}  // namespace offload
