@@ -41,13 +41,14 @@ class offload_category final : public std::error_category {
         return "this call would wait for the thread it runs on: co_await instead of blocking, "
                "or make the call from another thread";
       case errc::timeout:
-        return "the operation did not finish before its deadline";
+        return "the operation did not finish before its deadline: allow more time, or handle "
+               "errc::timeout";
       case errc::queue_full:
         return "the pool's queue is full: submit from a coroutine (which waits for room) or "
                "raise max_queue";
       case errc::broken_promise:
-        return "the operation was destroyed before it produced a result (its executor or "
-               "io_context went away first)";
+        return "the operation was destroyed before it produced a result: keep its executor or "
+               "io_context alive until its operations finish";
     }
     return "unknown offload error";
   }

@@ -12,6 +12,7 @@
 #include <offload/thread_pool.hpp>
 #include <offload/to_thread.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -455,6 +456,7 @@ class event_loop {
       std::lock_guard<std::mutex> lock(threadsafe_mutex_);
       if (closed_.exchange(true)) return;
     }
+    unregister_loop();
     // What other threads handed in before the close is processed, never dropped: accepted
     // callbacks run here, and coroutines still pending complete with loop_closed.
     threadsafe_queue_->close();
@@ -683,11 +685,33 @@ class event_loop {
   void attach() {
     strand_.emplace(net::make_strand(*ctx_));
     shared_->strand = *strand_;
+    register_loop();
     service_ = &net::use_service<detail::offload_service>(*ctx_);
     threadsafe_queue_ =
         service_->adopt(std::make_unique<detail::basic_completion_queue<executor_type>>(*strand_));
     service_->attach_loop(this, *strand_);
   }
+
+  // Live loops, so get_running_loop() also finds a loop whose io_context the application
+  // runs itself (its steps run on the loop's strand, not inside run_until_complete).
+  struct registry {
+    std::mutex mutex;
+    std::vector<event_loop*> loops;
+  };
+  static registry& loops() {
+    static registry r;
+    return r;
+  }
+  void register_loop() {
+    std::lock_guard<std::mutex> lock(loops().mutex);
+    loops().loops.push_back(this);
+  }
+  void unregister_loop() noexcept {
+    std::lock_guard<std::mutex> lock(loops().mutex);
+    auto& v = loops().loops;
+    v.erase(std::remove(v.begin(), v.end(), this), v.end());
+  }
+  friend event_loop& get_running_loop();
 
   void check_open(const char* where) const {
     if (is_closed()) throw_error(errc::loop_closed, where);
@@ -748,7 +772,7 @@ class event_loop {
           return queue->handed_over() || stop_requested_.load(std::memory_order_relaxed);
         });
         queue->end_spin();
-        if (ctx.poll() != 0) continue;
+        if ((threshold > 0 ? timed_poll_one(ctx, threshold) : ctx.poll()) != 0) continue;
       }
       if (threshold > 0) {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
@@ -787,6 +811,12 @@ class event_loop {
 /// "no running event loop").
 inline event_loop& get_running_loop() {
   auto* loop = static_cast<const event_loop*>(detail::tl_running_loop.loop);
+  if (loop == nullptr) {
+    std::lock_guard<std::mutex> lock(event_loop::loops().mutex);
+    for (event_loop* candidate : event_loop::loops().loops) {
+      if (candidate->strand_ && candidate->strand_->running_in_this_thread()) return *candidate;
+    }
+  }
   if (loop == nullptr) {
     throw_error(errc::no_running_loop, "offload::get_running_loop");
   }

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <offload/config.hpp>
+#include <offload/detail/spin.hpp>
 #include <offload/detail/unique_function.hpp>
 #include <offload/errors.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -38,10 +40,7 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
   /// Set by the submitter: asks the coroutine to stop (runs the request on its loop).
   std::function<void()> request_cancel;
 
-  bool done() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return done_;
-  }
+  bool done() const { return ready_.load(std::memory_order_acquire); }
 
   bool cancelled() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -63,6 +62,9 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
   void wait() {
     if (done()) return;
     check_deadlock("concurrent_future: a blocking wait on the thread that runs its loop");
+    // A short bounded spin first: a quick coroutine is back sooner than a park and wake-up.
+    detail::adaptive_spin spinner(detail::default_spin());
+    if (spinner.spin([this] { return done(); })) return;
     std::unique_lock<std::mutex> lock(mutex_);
     cv_.wait(lock, [this] { return done_; });
   }
@@ -121,6 +123,7 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
       if (done_) return false;
       set();
       done_ = true;
+      ready_.store(true, std::memory_order_release);
       callbacks.swap(callbacks_);
     }
     cv_.notify_all();
@@ -144,6 +147,7 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   bool done_ = false;
+  std::atomic<bool> ready_{false};  // done_, readable without the lock
   bool cancelled_ = false;
   std::exception_ptr error_;
   std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value_{};

@@ -102,8 +102,7 @@ class thread_pool {
   };
 
   thread_pool() : thread_pool(thread_pool_options{}) {}
-  explicit thread_pool(std::size_t max_workers)
-      : thread_pool(thread_pool_options{.max_workers = max_workers}) {}
+  explicit thread_pool(std::size_t max_workers) : thread_pool(with_max(max_workers)) {}
   explicit thread_pool(thread_pool_options options)
       : options_(std::move(options)),
         max_workers_(options_.max_workers ? options_.max_workers : detail::default_max_workers()),
@@ -216,6 +215,12 @@ class thread_pool {
   }
 
  private:
+  static thread_pool_options with_max(std::size_t max_workers) {
+    thread_pool_options options;
+    options.max_workers = max_workers;
+    return options;
+  }
+
   static constexpr std::uintptr_t closed_bit = 1;
   static constexpr int max_spinning = 1;
 

@@ -243,10 +243,12 @@ net::execution_context& context_of(const Executor& ex) noexcept {
   }
 }
 
-/// Asio's system executor: "any thread", which is what a handler with no executor of its own
-/// (use_future, a bare callback) reports. Asked by type: touching system_context starts threads.
+/// An executor that names no loop: Asio's system executor ("any thread", what a bare callback
+/// reports) or one that cannot say its context (use_future's). Asked by type: touching
+/// system_context would start its threads.
 template <typename Executor>
-struct is_system_executor : std::false_type {};
+struct is_system_executor
+    : std::bool_constant<!net::can_query<const Executor&, net::execution::context_t>::value> {};
 template <typename Blocking, typename Relationship, typename Allocator>
 struct is_system_executor<net::basic_system_executor<Blocking, Relationship, Allocator>>
     : std::true_type {};

@@ -1,0 +1,124 @@
+// Small helpers shared by offload's loop/task tests.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <unistd.h>
+#endif
+
+namespace offload_test {
+
+/// Runs `f`; returns the code of the std::system_error it threw, or an empty code.
+template <typename F>
+std::error_code code_thrown_by(F&& f) {
+  try {
+    std::forward<F>(f)();
+  } catch (const std::system_error& e) {
+    return e.code();
+  }
+  return {};
+}
+
+/// Runs `f`; returns the what() of the std::system_error it threw, or nullopt.
+template <typename F>
+std::optional<std::string> what_thrown_by(F&& f) {
+  try {
+    std::forward<F>(f)();
+  } catch (const std::system_error& e) {
+    return std::string(e.what());
+  }
+  return std::nullopt;
+}
+
+/// Suspends the calling coroutine once: it resumes after what is already queued on its executor.
+inline offload::awaitable<void> yield_once() {
+  auto ex = co_await offload::net::this_coro::executor;
+  co_await offload::net::post(ex, offload::net::use_awaitable);
+}
+
+/// A timer wait on the coroutine's executor.
+inline offload::awaitable<void> sleep_for(std::chrono::steady_clock::duration d) {
+  auto ex = co_await offload::net::this_coro::executor;
+  offload::net::steady_timer timer(ex, d);
+  co_await timer.async_wait(offload::net::use_awaitable);
+}
+
+/// Polls `pred` every millisecond (without blocking the loop) until it holds or `limit`
+/// passes; returns whether it held. `limit` is only a guard against hangs.
+template <typename Pred>
+offload::awaitable<bool> wait_until(Pred pred,
+                                    std::chrono::steady_clock::duration limit = std::chrono::seconds(20)) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > give_up) co_return false;
+    co_await sleep_for(std::chrono::milliseconds(1));
+  }
+  co_return true;
+}
+
+/// The calling thread's name as the OS has it (empty where unsupported).
+inline std::string this_thread_name() {
+#if defined(__linux__)
+  char buf[64] = {};
+  if (pthread_getname_np(pthread_self(), buf, sizeof(buf)) == 0) return buf;
+#endif
+  return {};
+}
+
+inline bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+#if defined(__linux__)
+/// Redirects the process's stderr (fd 2) into a temporary file while alive; `text()` reads
+/// what was written so far.
+class stderr_capture {
+ public:
+  stderr_capture() {
+    std::fflush(stderr);
+    file_ = std::tmpfile();
+    saved_ = ::dup(2);
+    if (file_ != nullptr && saved_ >= 0) ::dup2(::fileno(file_), 2);
+  }
+  stderr_capture(const stderr_capture&) = delete;
+  stderr_capture& operator=(const stderr_capture&) = delete;
+  ~stderr_capture() {
+    restore();
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  std::string text() {
+    std::fflush(stderr);
+    std::string out;
+    if (file_ == nullptr) return out;
+    std::rewind(file_);
+    char buf[512];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), file_)) > 0) out.append(buf, n);
+    return out;
+  }
+
+ private:
+  std::FILE* file_ = nullptr;
+  int saved_ = -1;
+};
+#endif
+
+}  // namespace offload_test
