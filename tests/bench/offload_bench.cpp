@@ -230,6 +230,83 @@ static std::vector<double> w2_asio(std::size_t n) {
   return {per_sec};
 }
 
+// ---- W3: call_soon_threadsafe throughput, W4: run_coroutine_threadsafe round trip ----------
+
+static std::vector<double> w3_offload(int producers, int per_producer) {
+  offload::loop_thread bg;
+  std::atomic<long> ran{0};
+  std::latch go(1);
+  std::vector<std::thread> threads;
+  for (int p = 0; p < producers; ++p) {
+    threads.emplace_back([&] {
+      go.wait();
+      for (int i = 0; i < per_producer; ++i) {
+        bg.call_soon([&ran] { ran.fetch_add(1, std::memory_order_relaxed); });
+      }
+    });
+  }
+  const long total = static_cast<long>(producers) * per_producer;
+  const auto t0 = clock_type::now();
+  go.count_down();
+  for (auto& t : threads) t.join();
+  while (ran.load() != total) std::this_thread::yield();
+  return {static_cast<double>(total) / (us_since(t0) * 1e-6)};
+}
+
+static std::vector<double> w3_asio(int producers, int per_producer) {
+  net::io_context io(1);
+  auto work = net::make_work_guard(io);
+  std::thread runner([&] { io.run(); });
+  std::atomic<long> ran{0};
+  std::latch go(1);
+  std::vector<std::thread> threads;
+  for (int p = 0; p < producers; ++p) {
+    threads.emplace_back([&] {
+      go.wait();
+      for (int i = 0; i < per_producer; ++i) {
+        net::post(io, [&ran] { ran.fetch_add(1, std::memory_order_relaxed); });
+      }
+    });
+  }
+  const long total = static_cast<long>(producers) * per_producer;
+  const auto t0 = clock_type::now();
+  go.count_down();
+  for (auto& t : threads) t.join();
+  while (ran.load() != total) std::this_thread::yield();
+  const double per_sec = static_cast<double>(total) / (us_since(t0) * 1e-6);
+  work.reset();
+  runner.join();
+  return {per_sec};
+}
+
+static offload::awaitable<int> w4_coro() { co_return 1; }
+
+static std::vector<double> w4_offload(int n) {
+  offload::loop_thread bg;
+  std::vector<double> lat;
+  for (int i = 0; i < n; ++i) {
+    const auto t0 = clock_type::now();
+    g_sink += offload::run_coroutine_threadsafe(w4_coro(), bg.loop()).result();
+    lat.push_back(us_since(t0));
+  }
+  return {percentile(lat, 0.5), percentile(lat, 0.99)};
+}
+
+static std::vector<double> w4_asio(int n) {
+  net::io_context io(1);
+  auto work = net::make_work_guard(io);
+  std::thread runner([&] { io.run(); });
+  std::vector<double> lat;
+  for (int i = 0; i < n; ++i) {
+    const auto t0 = clock_type::now();
+    g_sink += net::co_spawn(io, w4_coro(), net::use_future).get();
+    lat.push_back(us_since(t0));
+  }
+  work.reset();
+  runner.join();
+  return {percentile(lat, 0.5), percentile(lat, 0.99)};
+}
+
 // ---- W5: loop responsiveness ----------------------------------------------------------------
 
 static void block_10ms() { std::this_thread::sleep_for(10ms); }
@@ -608,6 +685,18 @@ int main(int argc, char** argv) {
     }
     rows.insert(rows.end(), pinned.begin(), pinned.end());
   }
+
+  const int per_producer = opt.quick ? 20000 : 500000;
+  for (int producers : {1, 2}) {
+    auto [o3, a3] = alternate(opt.repeats, [&] { return w3_offload(producers, per_producer); },
+                              [&] { return w3_asio(producers, per_producer); });
+    rows.push_back({"W3 call_soon_threadsafe x" + std::to_string(producers), "calls/s", o3[0],
+                    a3[0], ">= 1.0x", true});
+  }
+  const int n4 = opt.quick ? 2000 : 20000;
+  auto [o4, a4] = alternate(opt.repeats, [&] { return w4_offload(n4); }, [&] { return w4_asio(n4); });
+  rows.push_back({"W4 run_coroutine_threadsafe", "p50 us", o4[0], a4[0], "p50 < 5 us", false});
+  rows.push_back({"W4 run_coroutine_threadsafe", "p99 us", o4[1], a4[1], "", false});
 
   const int ticks = opt.quick ? 50 : 200;
   auto [o5, a5] = alternate(opt.repeats, [&] { return w5_offload(ticks); }, [&] { return w5_asio(ticks); });
