@@ -216,14 +216,20 @@ class call_op final : public op_base {
 
   void hand_back() noexcept {
     if (queue != nullptr) {
-      queue->push(this);  // counted until delivered or destroyed
+      offload_service* h = home;
+      h->hand_back_started();
+      queue->push(this);
+      h->hand_back_finished();
       return;
     }
     offload_service* h = home;  // `this` may be gone once dispatched
+    if (h != nullptr) h->hand_back_started();
     struct finish_on_exit {
       offload_service* h;
       ~finish_on_exit() {
-        if (h != nullptr) h->op_finished();
+        if (h == nullptr) return;
+        h->op_finished();
+        h->hand_back_finished();
       }
     } finish{h};
     try {

@@ -54,6 +54,11 @@ class offload_service final : public net::execution_context::service {
     }
   }
   std::size_t in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
+  void hand_back_started() noexcept { handing_back_.fetch_add(1, std::memory_order_seq_cst); }
+  void hand_back_finished() noexcept { handing_back_.fetch_sub(1, std::memory_order_seq_cst); }
+  bool settled() const noexcept {
+    return in_flight() == 0 && handing_back_.load(std::memory_order_seq_cst) == 0;
+  }
   bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
 
   /// The batched hand-back queue for a handler running on `ex`, if offload has one for it: the
@@ -181,11 +186,11 @@ class offload_service final : public net::execution_context::service {
     for (auto& pool : pools) pool->shutdown(tl_current_pool != pool.get(), true);
     for (;;) {
       for (completion_queue* q : queues) destroy_chain(q->take_all());
-      if (in_flight() == 0) break;
+      if (settled()) break;
       std::unique_lock<std::mutex> lock(mutex_);
       // Pushes onto a closed queue do not signal; a short timed wait picks them up.
       cv_.wait_for(lock, std::chrono::milliseconds(1), [&] {
-        if (in_flight() == 0) return true;
+        if (settled()) return true;
         for (completion_queue* q : queues)
           if (q->has_pending()) return true;
         return false;
@@ -215,6 +220,7 @@ class offload_service final : public net::execution_context::service {
   }
 
   std::atomic<std::size_t> in_flight_{0};
+  std::atomic<std::size_t> handing_back_{0};
   std::atomic<bool> closing_{false};
   std::atomic<thread_pool*> default_raw_{nullptr};
   std::atomic<basic_completion_queue<loop_strand_type>*> loop_queue_{nullptr};
