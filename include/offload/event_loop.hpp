@@ -209,10 +209,11 @@ struct threadsafe_callback final : op_base, callback_state_base {
   threadsafe_callback(F f, std::shared_ptr<loop_shared> s) : fn(std::move(f)), shared(std::move(s)) {
     op_base::fn = &threadsafe_callback::act;
   }
-  static void act(op_base* base, action a, std::exception_ptr*) {
+  static bool act(op_base* base, action a, std::exception_ptr*) {
     auto* self = static_cast<threadsafe_callback*>(base);
     std::shared_ptr<threadsafe_callback> keep = std::move(self->self);
     if (a == action::complete) run_callback(*self->shared, *self, self->fn);
+    return true;
   }
   F fn;
   std::shared_ptr<loop_shared> shared;

@@ -120,6 +120,11 @@ inline event_loop& origin(const char* where) {
   if (loop == nullptr) {
     throw_error(errc::no_running_loop, where);
   }
+  // The call may run on the loop's own thread (offloaded onto the loop's strand): waiting for
+  // the loop there would never end.
+  if (loop->in_loop_thread()) {
+    throw_error(errc::would_deadlock, "offload::from_thread: called on the loop's own thread");
+  }
   return *loop;
 }
 }  // namespace detail_ft
@@ -155,6 +160,21 @@ auto run_sync(F&& f) -> std::invoke_result_t<std::decay_t<F>&> {
   });
   state->wait();
   return state->take();
+}
+
+/// Throws operation_aborted if the awaiter of the call running on this thread was cancelled:
+/// a long loop in f can poll it, as it would poll a std::stop_token.
+inline void check_cancelled() {
+  const detail::op_base* op = detail::tl_current_op;
+  if (op == nullptr) {
+    throw_error(errc::no_running_loop,
+                "offload::from_thread::check_cancelled: only inside a call started by "
+                "to_thread / run_in_executor");
+  }
+  if (op->cancel_requested.load(std::memory_order_acquire)) {
+    throw net_system_error(net::error::operation_aborted,
+                           "offload::from_thread::check_cancelled: the awaiter was cancelled");
+  }
 }
 
 }  // namespace from_thread

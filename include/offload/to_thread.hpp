@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <type_traits>
 #include <utility>
 
@@ -232,7 +233,8 @@ constexpr void check_call() {
   using D = std::decay_t<F>;
   static_assert(std::is_class_v<D> || std::is_pointer_v<D> || std::is_member_pointer_v<D>,
                 "offload: f is not callable: pass a function, a lambda or a function object");
-  static_assert(std::is_invocable_v<D&&, std::decay_t<Args>&&...>,
+  static_assert(std::is_invocable_v<D&&, std::decay_t<Args>&&...> ||
+                    std::is_invocable_v<D&&, std::stop_token, std::decay_t<Args>&&...>,
                 "offload: f cannot be called with these arguments (they are decay-copied and "
                 "passed as rvalues, as std::thread does; wrap an argument in std::ref to pass "
                 "a reference)");
@@ -242,7 +244,9 @@ template <typename F, typename... Args>
 using call_for = bound_call<std::decay_t<F>, std::decay_t<Args>...>;
 
 template <typename F, typename... Args>
-inline constexpr bool callable_with = std::is_invocable_v<std::decay_t<F>&&, std::decay_t<Args>&&...>;
+inline constexpr bool callable_with =
+    std::is_invocable_v<std::decay_t<F>&&, std::decay_t<Args>&&...> ||
+    std::is_invocable_v<std::decay_t<F>&&, std::stop_token, std::decay_t<Args>&&...>;
 
 // The result type, or void when the call is ill-formed, so the static_assert in the body is
 // the error the user sees rather than a failed substitution.

@@ -7,6 +7,7 @@
 #include <offload/detail/op.hpp>
 #include <offload/detail/op_allocator.hpp>
 #include <offload/detail/service.hpp>
+#include <offload/errors.hpp>
 
 #include <cstdio>
 #include <exception>
@@ -14,6 +15,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <stop_token>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -21,12 +23,27 @@
 
 namespace offload::detail {
 
+template <typename F, typename... Args>
+inline constexpr bool takes_stop_token = std::is_invocable_v<F&&, std::stop_token, Args&&...>;
+
+template <typename F, typename... Args>
+struct invoke_result_of {
+  using type = std::invoke_result_t<F&&, Args&&...>;
+};
+template <typename F, typename... Args>
+  requires takes_stop_token<F, Args...>
+struct invoke_result_of<F, Args...> {
+  using type = std::invoke_result_t<F&&, std::stop_token, Args&&...>;
+};
+
 /// f and its decay-copied arguments; invoked once, with everything passed as rvalues, as
-/// std::thread does (std::ref passes a reference).
+/// std::thread does (std::ref passes a reference). An f whose first parameter is a
+/// std::stop_token gets one, stopped when the awaiter is cancelled.
 template <typename F, typename... Args>
 class bound_call {
  public:
-  using invoke_result = std::invoke_result_t<F&&, Args&&...>;
+  static constexpr bool stoppable = takes_stop_token<F, Args...>;
+  using invoke_result = typename invoke_result_of<F, Args...>::type;
   using value_type = std::conditional_t<std::is_void_v<invoke_result>, void,
                                         std::remove_cvref_t<invoke_result>>;
 
@@ -34,10 +51,15 @@ class bound_call {
   explicit bound_call(F2&& f, A2&&... args)
       : f_(std::forward<F2>(f)), args_(std::forward<A2>(args)...) {}
 
-  invoke_result operator()() {
+  invoke_result operator()(std::stop_token token) {
     return std::apply(
-        [this](Args&... args) -> invoke_result {
-          return std::invoke(std::move(f_), std::move(args)...);
+        [this, &token](Args&... args) -> invoke_result {
+          if constexpr (stoppable) {
+            return std::invoke(std::move(f_), std::move(token), std::move(args)...);
+          } else {
+            (void)token;
+            return std::invoke(std::move(f_), std::move(args)...);
+          }
         },
         args_);
   }
@@ -65,6 +87,16 @@ template <typename R>
 using completion_signature_t = typename completion_signature<R>::type;
 
 /// Room for a result, filled straight from the call's return value (no move on the way in).
+/// A result on its way to the handler (or nothing, for void).
+template <typename T>
+struct result_holder {
+  template <typename... A>
+  explicit result_holder(A&&... a) : value(std::forward<A>(a)...) {}
+  T value;
+};
+template <>
+struct result_holder<void> {};
+
 template <typename T>
 class result_slot {
  public:
@@ -73,9 +105,9 @@ class result_slot {
   ~result_slot() {
     if (has_) value_.~T();
   }
-  template <typename Call>
-  void fill(Call& call) {
-    ::new (static_cast<void*>(std::addressof(value_))) T(call());
+  template <typename Invoke>
+  void fill(Invoke&& invoke) {
+    ::new (static_cast<void*>(std::addressof(value_))) T(invoke());
     has_ = true;
   }
   T&& get() noexcept { return std::move(value_); }
@@ -90,9 +122,9 @@ class result_slot {
 template <>
 class result_slot<void> {
  public:
-  template <typename Call>
-  void fill(Call& call) {
-    call();
+  template <typename Invoke>
+  void fill(Invoke&& invoke) {
+    invoke();
   }
 };
 
@@ -133,28 +165,47 @@ class call_op final : public op_base {
                          typename std::allocator_traits<
                              handler_allocator>::template rebind_alloc<call_op>>;
 
-  /// Allocates the node with the handler's allocator, or offload's per-thread cache.
+  /// Allocates the node with the handler's allocator, or offload's per-thread cache, and
+  /// connects it to the handler's cancellation slot.
   static call_op* create(Call&& call, Handler&& handler, completion_queue* queue,
                          offload_service* home) {
     allocator_type alloc(net::get_associated_allocator(handler));
     call_op* p = std::allocator_traits<allocator_type>::allocate(alloc, 1);
     try {
-      ::new (static_cast<void*>(p)) call_op(std::move(call), std::move(handler), queue, home);
+      ::new (static_cast<void*>(p))
+          call_op(std::move(call), std::move(handler), queue, home, alloc);
     } catch (...) {
       std::allocator_traits<allocator_type>::deallocate(alloc, p, 1);
       throw;
     }
+    if (p->slot_.is_connected()) p->slot_.template emplace<canceller>(p);
     return p;
   }
 
  private:
-  call_op(Call&& call, Handler&& handler, completion_queue* q, offload_service* h)
+  // Lives in the awaiter's cancellation slot; runs on the awaiter's executor.
+  struct canceller {
+    op_base* op;
+    explicit canceller(op_base* o) noexcept : op(o) {}
+    void operator()(net::cancellation_type type) {
+      if (op == nullptr || type == net::cancellation_type::none) return;
+      if (op->cancel()) op = nullptr;  // answered: the node now belongs to whoever queues it
+    }
+  };
+
+  struct no_stop_source {};
+  using stop_source_type = std::conditional_t<Call::stoppable, std::stop_source, no_stop_source>;
+
+  call_op(Call&& call, Handler&& handler, completion_queue* q, offload_service* h,
+          const allocator_type& alloc)
       : call_(std::in_place, std::move(call)),
+        slot_(net::get_associated_cancellation_slot(handler)),
         handler_(std::move(handler)),
         work_(q != nullptr ? std::nullopt
                            : std::optional<work_type>(
                                  net::prefer(net::get_associated_executor(handler_),
-                                             net::execution::outstanding_work.tracked))) {
+                                             net::execution::outstanding_work.tracked))),
+        alloc_(alloc) {
     fn = &call_op::dispatch_action;
     queue = q;
     home = h;
@@ -163,47 +214,104 @@ class call_op final : public op_base {
   }
 
   void free_self() noexcept {
-    allocator_type alloc(net::get_associated_allocator(handler_));
+    allocator_type alloc(alloc_);
     this->~call_op();
     std::allocator_traits<allocator_type>::deallocate(alloc, this, 1);
   }
 
-  static void dispatch_action(op_base* base, action a, std::exception_ptr* error) {
+  static bool dispatch_action(op_base* base, action a, std::exception_ptr* error) {
     auto* self = static_cast<call_op*>(base);
     switch (a) {
       case action::run:
         self->run_call();
-        return;
+        return true;
       case action::fail:
-        self->error_ = std::move(*error);
-        self->call_.reset();
-        self->state.store(op_state::done, std::memory_order_release);
-        self->hand_back();
-        return;
+        self->fail_call(std::move(*error));
+        return true;
       case action::complete:
         self->deliver();
-        return;
+        return true;
       case action::destroy: {
         const bool counted = self->queue != nullptr;
         offload_service* h = self->home;
         self->free_self();
         if (counted) h->op_finished();
-        return;
+        return true;
       }
+      case action::cancel:
+        return self->cancel_call();
     }
+    return true;
+  }
+
+  // On the awaiter's executor. Not started: the awaiter is answered now and f never runs.
+  // Running (or on its way back): f is asked to stop, and the awaiter, which waits for f to
+  // return (the wait policy), then sees the cancellation.
+  bool cancel_call() {
+    op_state expected = op_state::pending;
+    if (state.compare_exchange_strong(expected, op_state::cancelled, std::memory_order_acq_rel)) {
+      answer_cancelled_now();
+      return true;
+    }
+    cancel_requested.store(true, std::memory_order_release);
+    if constexpr (Call::stoppable) stop_.request_stop();
+    return false;
+  }
+
+  void answer_cancelled_now() {
+    auto ex = net::get_associated_executor(handler_);
+    auto error = make_cancelled("offload: the call was cancelled before it started");
+    net::post(ex, [h = std::move(handler_), slot = slot_, work = std::move(work_),
+                   error = std::move(error)]() mutable {
+      slot.clear();
+      invoke_handler(h, std::move(error), std::nullopt);
+    });
+    if (queue != nullptr) home->op_finished();
+  }
+
+  // The node of a call cancelled before it started, reached by whoever held it.
+  void discard() noexcept {
+    try {
+      call_.reset();
+    } catch (...) {
+      report_stray_exception("the destructor of an offloaded callable");
+    }
+    free_self();
+  }
+
+  void fail_call(std::exception_ptr error) noexcept {
+    op_state expected = op_state::pending;
+    if (!state.compare_exchange_strong(expected, op_state::done, std::memory_order_acq_rel)) {
+      discard();  // already answered as cancelled
+      return;
+    }
+    error_ = std::move(error);
+    try {
+      call_.reset();
+    } catch (...) {
+      report_stray_exception("the destructor of an offloaded callable");
+    }
+    hand_back();
   }
 
   void run_call() noexcept {
     op_state expected = op_state::pending;
     if (!state.compare_exchange_strong(expected, op_state::running, std::memory_order_acq_rel)) {
+      discard();
       return;
     }
     tl_calling_loop = home != nullptr ? home->attached_loop() : nullptr;
+    tl_current_op = this;
     try {
-      result_.fill(*call_);
+      if constexpr (Call::stoppable) {
+        result_.fill([this]() -> decltype(auto) { return (*call_)(stop_.get_token()); });
+      } else {
+        result_.fill([this]() -> decltype(auto) { return (*call_)(std::stop_token()); });
+      }
     } catch (...) {
       error_ = std::current_exception();
     }
+    tl_current_op = nullptr;
     tl_calling_loop = nullptr;
     try {
       call_.reset();  // f and its arguments die on the worker, not on the loop
@@ -218,7 +326,7 @@ class call_op final : public op_base {
     if (queue != nullptr) {
       offload_service* h = home;
       h->hand_back_started();
-      queue->push(this);
+      queue->push(this);  // counted until delivered or destroyed
       h->hand_back_finished();
       return;
     }
@@ -243,42 +351,53 @@ class call_op final : public op_base {
     }
   }
 
+  static void invoke_handler(Handler& handler, std::exception_ptr error,
+                             std::optional<result_holder<value_type>> value) {
+    if constexpr (std::is_void_v<value_type>) {
+      std::move(handler)(std::move(error));
+    } else if constexpr (std::is_default_constructible_v<value_type>) {
+      if (value) {
+        std::move(handler)(std::exception_ptr(), std::move(value->value));
+      } else {
+        std::move(handler)(std::move(error), value_type{});
+      }
+    } else {
+      std::optional<value_type> out;
+      if (value) out.emplace(std::move(value->value));
+      std::move(handler)(std::move(error), std::move(out));
+    }
+  }
+
   void deliver() {
     Handler handler(std::move(handler_));
     std::optional<work_type> work(std::move(work_));
     std::exception_ptr error = std::move(error_);
+    std::optional<result_holder<value_type>> value;
+    if (cancel_requested.load(std::memory_order_acquire)) {
+      error = make_cancelled("offload: the call was cancelled while it ran");
+    } else if constexpr (!std::is_void_v<value_type>) {
+      if (!error) value.emplace(result_.get());
+    } else if (!error) {
+      value.emplace();
+    }
+    net::cancellation_slot slot = slot_;
     const bool counted = queue != nullptr;
     offload_service* h = home;
-    if constexpr (std::is_void_v<value_type>) {
-      free_self();
-      if (counted) h->op_finished();
-      std::move(handler)(std::move(error));
-    } else if constexpr (std::is_default_constructible_v<value_type>) {
-      if (error) {
-        free_self();
-        if (counted) h->op_finished();
-        std::move(handler)(std::move(error), value_type{});
-      } else {
-        value_type value(result_.get());
-        free_self();
-        if (counted) h->op_finished();
-        std::move(handler)(std::exception_ptr(), std::move(value));
-      }
-    } else {
-      std::optional<value_type> value;
-      if (!error) value.emplace(result_.get());
-      free_self();
-      if (counted) h->op_finished();
-      std::move(handler)(std::move(error), std::move(value));
-    }
+    free_self();
+    if (counted) h->op_finished();
+    slot.clear();
+    invoke_handler(handler, std::move(error), std::move(value));
   }
 
   std::optional<Call> call_;
   result_slot<value_type> result_;
   std::exception_ptr error_;
+  net::cancellation_slot slot_;
   Handler handler_;
   // Calls handed back through an offload queue are counted as work by the service, in bulk.
   std::optional<work_type> work_;
+  [[no_unique_address]] stop_source_type stop_;
+  [[no_unique_address]] allocator_type alloc_;
 };
 
 }  // namespace offload::detail

@@ -17,10 +17,11 @@ class completion_queue;
 class offload_service;
 
 enum class op_state : std::uint8_t {
-  pending,  // submitted, not started
-  running,  // a worker claimed it
-  done,     // has its outcome, on its way back
-  dropped,  // the executor destroyed it without running it
+  pending,    // submitted, not started
+  running,    // a worker claimed it
+  done,       // has its outcome, on its way back
+  cancelled,  // cancelled before it started: its awaiter has been answered; only the node is
+              // left, for whoever holds it (a pool's queue) to free
 };
 
 struct op_base {
@@ -29,8 +30,9 @@ struct op_base {
     complete,  // handler's executor: deliver the outcome and free the node
     destroy,   // free the node without delivering (its context is going away)
     fail,      // give the node an error outcome, then hand back
+    cancel,    // the awaiter was cancelled (on its executor); true: the node is no longer ours
   };
-  using fn_type = void (*)(op_base*, action, std::exception_ptr*);
+  using fn_type = bool (*)(op_base*, action, std::exception_ptr*);
 
   op_base* next = nullptr;
   fn_type fn = nullptr;
@@ -38,13 +40,18 @@ struct op_base {
   offload_service* home = nullptr;    // the service that counts this call in flight
   const char* callable_name = "";
   std::atomic<op_state> state{op_state::pending};
+  std::atomic<bool> cancel_requested{false};  // the awaiter was cancelled while f ran
   bool immediate = false;  // failed inside its initiation: must not complete inline
 
   void run() { fn(this, action::run, nullptr); }
   void complete() { fn(this, action::complete, nullptr); }
   void destroy() noexcept { fn(this, action::destroy, nullptr); }
   void fail(std::exception_ptr e) noexcept { fn(this, action::fail, &e); }
+  bool cancel() { return fn(this, action::cancel, nullptr); }
 };
+
+/// The call this worker thread is running now (for from_thread::check_cancelled), or null.
+inline thread_local op_base* tl_current_op = nullptr;
 
 /// Reverses a LIFO chain (as taken from a Treiber stack) that ends at `end` into FIFO order.
 inline op_base* reverse_chain(op_base* head, const op_base* end) noexcept {

@@ -1,0 +1,244 @@
+// Cancelling an offloaded call through Asio's per-operation cancellation slots: a call that has
+// not started never runs; a running one is asked to stop (std::stop_token, check_cancelled) and,
+// under the default wait policy, its awaiter resumes only once f has returned.
+#include "catch.hpp"
+
+#include <offload/offload.hpp>
+
+#if defined(OFFLOAD_USE_BOOST_ASIO)
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#else
+#include <asio/experimental/awaitable_operators.hpp>
+#endif
+
+#include <atomic>
+#include <chrono>
+#include <latch>
+#include <stop_token>
+#include <thread>
+
+namespace net = offload::net;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct outcome {
+  std::exception_ptr error;
+  bool done = false;
+};
+
+bool is_cancelled(const std::exception_ptr& e) {
+  if (!e) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const net::system_error& se) {
+    return se.code() == net::error::operation_aborted;
+  } catch (...) {
+    return false;
+  }
+}
+
+// Runs the loop until `pred` holds (or a generous deadline passes, so a bug fails, not hangs).
+template <typename Pred>
+bool run_until(offload::event_loop& loop, Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!pred() && std::chrono::steady_clock::now() < deadline) {
+    loop.run_until_complete([]() -> offload::awaitable<void> {
+      net::steady_timer t(co_await net::this_coro::executor, 1ms);
+      co_await t.async_wait(net::use_awaitable);
+    }());
+  }
+  return pred();
+}
+
+void run_for(offload::event_loop& loop, std::chrono::milliseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  run_until(loop, [until] { return std::chrono::steady_clock::now() >= until; });
+}
+
+offload::awaitable<void> call_on(offload::thread_pool& pool, std::atomic<bool>* ran) {
+  auto f = [ran] { ran->store(true); };
+  co_await offload::run_in_executor(pool, f);
+}
+
+offload::awaitable<void> block_on(offload::thread_pool& pool, std::latch* release) {
+  auto f = [release] { release->wait(); };
+  co_await offload::run_in_executor(pool, f);
+}
+
+}  // namespace
+
+TEST_CASE("a queued call cancelled behind a busy pool never runs, and its awaiter is answered "
+          "at once",
+          "[cancellation]") {
+  offload::thread_pool pool(1);
+  offload::event_loop loop;
+  std::latch release(1);
+  std::atomic<bool> ran{false};
+  outcome blocker, queued;
+  net::co_spawn(loop.get_executor(), block_on(pool, &release),
+                [&](std::exception_ptr e) { blocker = {e, true}; });
+  net::cancellation_signal signal;
+  net::co_spawn(loop.get_executor(), call_on(pool, &ran),
+                net::bind_cancellation_slot(signal.slot(),
+                                            [&](std::exception_ptr e) { queued = {e, true}; }));
+  REQUIRE(run_until(loop, [&] { return pool.stats().running == 1; }));
+  signal.emit(net::cancellation_type::terminal);
+  REQUIRE(run_until(loop, [&] { return queued.done; }));
+  CHECK(is_cancelled(queued.error));
+  CHECK_FALSE(blocker.done);  // answered while the only worker was still blocked
+  release.count_down();
+  REQUIRE(run_until(loop, [&] { return blocker.done; }));
+  pool.shutdown();
+  CHECK_FALSE(ran.load());
+  CHECK_FALSE(blocker.error);
+}
+
+namespace {
+offload::awaitable<void> wait_for_latch(std::latch* release, std::atomic<bool>* returned,
+                                        std::atomic<bool>* returned_before_resume) {
+  auto f = [release, returned] {
+    release->wait();
+    std::this_thread::sleep_for(20ms);
+    returned->store(true);
+  };
+  try {
+    co_await offload::to_thread(f);
+  } catch (...) {
+    returned_before_resume->store(returned->load());
+    throw;
+  }
+}
+}  // namespace
+
+TEST_CASE("wait policy: a cancelled awaiter resumes only after f has returned, then sees "
+          "operation_aborted",
+          "[cancellation]") {
+  offload::event_loop loop;
+  std::latch release(1);
+  std::atomic<bool> returned{false}, returned_before_resume{false};
+  outcome result;
+  net::cancellation_signal signal;
+  net::co_spawn(loop.get_executor(), wait_for_latch(&release, &returned, &returned_before_resume),
+                net::bind_cancellation_slot(signal.slot(),
+                                            [&](std::exception_ptr e) { result = {e, true}; }));
+  REQUIRE(run_until(loop, [&] {
+    return loop.default_executor_pool().stats().running == 1;
+  }));
+  signal.emit(net::cancellation_type::terminal);
+  run_for(loop, 50ms);
+  CHECK_FALSE(result.done);  // still waiting for f
+  release.count_down();
+  REQUIRE(run_until(loop, [&] { return result.done; }));
+  CHECK(is_cancelled(result.error));
+  CHECK(returned_before_resume.load());
+}
+
+namespace {
+offload::awaitable<int> stoppable_call(std::atomic<bool>* saw_stop) {
+  auto f = [saw_stop](std::stop_token stop) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!stop.stop_requested() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    saw_stop->store(stop.stop_requested());
+    return 7;
+  };
+  co_return co_await offload::to_thread(f);
+}
+
+offload::awaitable<std::size_t> race_with_timer(std::atomic<bool>* saw_stop) {
+  using namespace net::experimental::awaitable_operators;
+  net::steady_timer timer(co_await net::this_coro::executor, 30ms);
+  auto winner = co_await (stoppable_call(saw_stop) || timer.async_wait(net::use_awaitable));
+  co_return winner.index();
+}
+}  // namespace
+
+TEST_CASE("an f taking a std::stop_token is asked to stop when its awaiter is cancelled",
+          "[cancellation][stop_token]") {
+  offload::event_loop loop;
+  std::atomic<bool> saw_stop{false};
+  outcome result;
+  net::cancellation_signal signal;
+  net::co_spawn(loop.get_executor(), stoppable_call(&saw_stop),
+                net::bind_cancellation_slot(signal.slot(),
+                                            [&](std::exception_ptr e, int) { result = {e, true}; }));
+  REQUIRE(run_until(loop, [&] {
+    return loop.default_executor_pool().stats().running == 1;
+  }));
+  signal.emit(net::cancellation_type::terminal);
+  REQUIRE(run_until(loop, [&] { return result.done; }));
+  CHECK(saw_stop.load());
+  CHECK(is_cancelled(result.error));
+}
+
+TEST_CASE("`||` with a timer cancels an offloaded call the same way", "[cancellation][operators]") {
+  std::atomic<bool> saw_stop{false};
+  const std::size_t winner = offload::run(race_with_timer(&saw_stop));
+  CHECK(winner == 1);  // the timer
+  CHECK(saw_stop.load());
+}
+
+namespace {
+offload::awaitable<void> polls_check_cancelled(std::atomic<int>* polls) {
+  auto f = [polls] {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      offload::from_thread::check_cancelled();  // throws once the awaiter is cancelled
+      polls->fetch_add(1);
+      std::this_thread::sleep_for(1ms);
+    }
+  };
+  co_await offload::to_thread(f);
+}
+}  // namespace
+
+TEST_CASE("from_thread::check_cancelled throws operation_aborted once the awaiter is cancelled",
+          "[cancellation][from_thread]") {
+  offload::event_loop loop;
+  std::atomic<int> polls{0};
+  outcome result;
+  auto task = loop.create_task(polls_check_cancelled(&polls));
+  REQUIRE(run_until(loop, [&] { return polls.load() > 0; }));
+  CHECK(task.cancel());
+  try {
+    loop.run_until_complete(task.join());
+    FAIL("join() should have thrown");
+  } catch (const net::system_error& e) {
+    CHECK(e.code() == net::error::operation_aborted);
+  }
+  CHECK(task.done());
+}
+
+TEST_CASE("from_thread::check_cancelled outside an offloaded call says where it belongs",
+          "[cancellation][from_thread]") {
+  try {
+    offload::from_thread::check_cancelled();
+    FAIL("should have thrown");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == offload::errc::no_running_loop);
+    CHECK_THAT(std::string(e.what()), offload_test::contains("to_thread"));
+  }
+}
+
+TEST_CASE("an uncancelled call still delivers its result with a cancellation slot bound",
+          "[cancellation]") {
+  offload::event_loop loop;
+  std::atomic<bool> saw_stop{false};
+  outcome result;
+  int value = 0;
+  net::cancellation_signal signal;
+  auto f = [](std::stop_token) { return 5; };
+  auto coro = [](decltype(f) g) -> offload::awaitable<int> { co_return co_await offload::to_thread(g); };
+  net::co_spawn(loop.get_executor(), coro(f),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e, int v) {
+                  result = {e, true};
+                  value = v;
+                }));
+  REQUIRE(run_until(loop, [&] { return result.done; }));
+  CHECK_FALSE(result.error);
+  CHECK(value == 5);
+  CHECK_FALSE(saw_stop.load());
+  signal.emit(net::cancellation_type::terminal);  // after completion: nothing left to cancel
+}
