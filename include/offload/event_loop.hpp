@@ -405,7 +405,10 @@ class event_loop {
   }
 
   /// The loop's strand: all loop-side code runs on it, one step at a time.
-  executor_type get_executor() const noexcept { return *strand_; }
+  executor_type get_executor() const {
+    if (!strand_) throw_error(errc::loop_closed, "event_loop::get_executor");
+    return *strand_;
+  }
   net::io_context& context() noexcept { return *ctx_; }
 
   bool is_running() const noexcept { return running_.load(std::memory_order_acquire); }
@@ -686,11 +689,11 @@ class event_loop {
   void attach() {
     strand_.emplace(net::make_strand(*ctx_));
     shared_->strand = *strand_;
-    register_loop();
     service_ = &net::use_service<detail::offload_service>(*ctx_);
+    service_->attach_loop(this, *strand_);  // throws for a second loop: nothing to undo yet
     threadsafe_queue_ =
         service_->adopt(std::make_unique<detail::basic_completion_queue<executor_type>>(*strand_));
-    service_->attach_loop(this, *strand_);
+    register_loop();
   }
 
   // Live loops, so get_running_loop() also finds a loop whose io_context the application

@@ -94,8 +94,8 @@ concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loo
       if (auto s = weak.lock()) s->signal.emit(net::cancellation_type::all);
     });
   };
-  auto strand = loop.get_executor();
   loop.submit_threadsafe("offload::run_coroutine_threadsafe", [&] {
+    auto strand = loop.get_executor();  // only once the loop is known to be open
     std::weak_ptr<detail::coroutine_future_state<T>> fail_weak = state;
     const std::uint64_t id = shared->add_pending([fail_weak] {
       if (auto s = fail_weak.lock()) {
