@@ -766,7 +766,12 @@ class event_loop {
       if (threshold > 0) {
         ran = timed_poll_one(ctx, threshold);
       } else {
-        ran = ctx.poll();
+        // One handler at a time, so a stop() or a finished main is seen even while handlers
+        // keep becoming ready (a coroutine that yields forever would keep poll() from returning).
+        while (ran < max_batch && ctx.poll_one() != 0) {
+          ++ran;
+          if (stop_requested_.load(std::memory_order_relaxed) || done()) break;
+        }
       }
       if (stop_requested_.exchange(false, std::memory_order_acq_rel)) return;
       if (ran != 0 || done()) continue;
@@ -785,6 +790,8 @@ class event_loop {
       }
     }
   }
+
+  static constexpr std::size_t max_batch = 256;
 
   std::size_t timed_poll_one(net::io_context& ctx, std::int64_t threshold) {
     const auto start = std::chrono::steady_clock::now();

@@ -8,6 +8,7 @@
 #include <offload/detail/spin.hpp>
 #include <offload/detail/unique_function.hpp>
 #include <offload/errors.hpp>
+#include <offload/to_thread.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -214,19 +215,13 @@ class concurrent_future {
 };
 
 namespace detail {
+// Runs offload's work item when the future completes: the future is the "pool" the result is
+// read on, so the hand-back to the awaiting loop is counted and safe like any offloaded call.
 template <typename T>
-struct wrap_initiation {
+struct when_done {
   concurrent_future<T> future;
-  template <typename Handler>
-  void operator()(Handler&& handler) {
-    auto ex = net::get_associated_executor(handler);
-    auto work = net::make_work_guard(ex);
-    future.add_done_callback(
-        [h = std::forward<Handler>(handler), work = std::move(work)](concurrent_future<T>) mutable {
-          auto ex = work.get_executor();
-          net::post(ex, std::move(h));
-          work.reset();
-        });
+  void submit(work_item item) {
+    future.add_done_callback([item](const concurrent_future<T>&) { item(); });
   }
 };
 }  // namespace detail
@@ -235,10 +230,9 @@ struct wrap_initiation {
 /// (asyncio's wrap_future).
 template <typename T>
 awaitable<T> wrap_future(concurrent_future<T> future) {
-  detail::wrap_initiation<T> initiation{future};
-  co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(std::move(initiation),
-                                                                       net::use_awaitable);
-  co_return future.result();
+  detail::when_done<T> on_done{future};
+  auto read = [future]() mutable -> T { return future.result(); };  // done: never blocks
+  co_return co_await run_in_executor(on_done, std::move(read));
 }
 
 }  // namespace offload

@@ -24,6 +24,9 @@ class loop_thread {
     thread_ = std::thread([this, &started] {
       loop_->call_soon([&started] { started.set_value(); });
       loop_->run_forever();
+      // Stopped (by the destructor, or by anyone through loop()): this loop never runs again,
+      // so close it here: pending work completes with loop_closed, new work is refused.
+      loop_->close();
     });
     running.wait();  // call() may block on the loop from now on
   }
@@ -31,12 +34,11 @@ class loop_thread {
   loop_thread(const loop_thread&) = delete;
   loop_thread& operator=(const loop_thread&) = delete;
 
-  /// Stops the loop, joins the thread, then closes the loop: work still pending from other
-  /// threads completes with loop_closed.
+  /// Stops the loop and joins the thread, which closes the loop: work still pending from
+  /// other threads completes with loop_closed.
   ~loop_thread() {
     loop_->stop();
     if (thread_.joinable()) thread_.join();
-    loop_->close();
   }
 
   event_loop& loop() noexcept { return *loop_; }
