@@ -448,10 +448,10 @@ struct busy_state {
   offload::concurrent_future<void> fut;
 };
 
-// LIBRARY BUG (reported): event_loop::run_steps checks stop_requested_ only after ctx.poll()
-// returns, and poll() does not return while there is always a ready handler. A coroutine that
-// keeps yielding (or a steady stream of call_soon_threadsafe) makes stop(), and so this
-// destructor, wait forever. The test rescues the hang by letting the coroutine end.
+// Regression: stop() was only seen once ctx.poll() returned, which it never does while a handler
+// is always ready; a coroutine that keeps yielding (or a steady stream of call_soon_threadsafe)
+// made stop(), and so this destructor, wait forever. On a hang the test rescues itself by
+// letting the coroutine end, and fails.
 TEST_CASE("the loop_thread destructor returns while a coroutine on its loop keeps yielding",
           "[loop_thread][close]") {
   auto st = std::make_shared<busy_state>();
@@ -480,10 +480,10 @@ TEST_CASE("the loop_thread destructor returns while a coroutine on its loop keep
 // A loop_thread whose loop was stopped from outside
 // ================================================================================================
 
-// LIBRARY GAP (reported): loop() exposes stop(); once called, the loop thread returns from
-// run_forever and ends, but the loop stays open, so what is pending, and every later
-// submission, waits forever (SPEC §3: "if the loop stops or closes while the coroutine is
-// pending, the future completes with loop_closed"; §6: no hang for a stopped loop).
+// loop() exposes stop(); once called, the loop thread returns from run_forever and ends, so the
+// loop never runs again: what is pending, and every later submission, must not wait forever
+// (SPEC §3: "if the loop stops or closes while the coroutine is pending, the future completes
+// with loop_closed"; §6: no hang for a stopped loop).
 TEST_CASE(
     "after loop().stop(), a loop_thread neither leaves pending work waiting nor accepts "
     "work it will never run",

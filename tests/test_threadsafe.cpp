@@ -5,6 +5,8 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+
+#include <optional>
 #include "loop_helpers.hpp"
 
 #include <offload/errors.hpp>
@@ -979,3 +981,21 @@ TEST_CASE(
 }
 
 }  // namespace
+
+TEST_CASE("run_coroutine_threadsafe accepts the loop's executor as well as the loop",
+          "[threadsafe][run_coroutine_threadsafe]") {
+  offload::loop_thread bg;
+  auto fut = offload::run_coroutine_threadsafe(answer(), bg.loop().get_executor());
+  REQUIRE(fut.result() == 42);
+  net::io_context ctx;  // outlives the strand copy below
+  std::optional<offload::event_loop> closed(std::in_place, ctx);
+  auto ex = closed->get_executor();
+  closed.reset();
+  std::error_code ec;
+  try {
+    (void)offload::run_coroutine_threadsafe(answer(), ex);
+  } catch (const std::system_error& e) {
+    ec = e.code();
+  }
+  REQUIRE(ec == offload::errc::loop_closed);
+}

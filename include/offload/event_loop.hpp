@@ -445,7 +445,8 @@ class event_loop {
   /// running, the next run returns after one pass over what is ready.
   void stop() {
     stop_requested_.store(true, std::memory_order_release);
-    if (!is_closed()) net::post(*ctx_, [] {});  // wakes a parked loop
+    std::lock_guard<std::mutex> lock(threadsafe_mutex_);  // close() may be destroying ctx_
+    if (!is_closed()) net::post(*ctx_, [] {});            // wakes a parked loop
   }
 
   /// Shuts the default executor down (waiting for running calls), then lets go of the
@@ -716,6 +717,18 @@ class event_loop {
     v.erase(std::remove(v.begin(), v.end(), this), v.end());
   }
   friend event_loop& get_running_loop();
+
+ public:
+  /// The open loop whose strand is `ex`, or null (for run_coroutine_threadsafe(coro, executor)).
+  static event_loop* find(const executor_type& ex) {
+    std::lock_guard<std::mutex> lock(loops().mutex);
+    for (event_loop* candidate : loops().loops) {
+      if (candidate->strand_ && *candidate->strand_ == ex) return candidate;
+    }
+    return nullptr;
+  }
+
+ private:
 
   void check_open(const char* where) const {
     if (is_closed()) throw_error(errc::loop_closed, where);

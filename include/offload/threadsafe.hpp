@@ -110,6 +110,18 @@ concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loo
   return concurrent_future<T>(std::move(state));
 }
 
+/// The same, naming the loop by its executor (`loop.get_executor()`).
+template <typename T>
+concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro,
+                                              const event_loop::executor_type& ex) {
+  event_loop* loop = event_loop::find(ex);
+  if (loop == nullptr) {
+    throw_error(errc::loop_closed,
+                "offload::run_coroutine_threadsafe: no open event_loop runs on this executor");
+  }
+  return run_coroutine_threadsafe(std::move(coro), *loop);
+}
+
 /// Calls back into the loop from inside a to_thread / run_in_executor call (Trio's
 /// from_thread): the worker blocks until the loop has done it.
 namespace from_thread {
