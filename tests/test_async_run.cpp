@@ -52,8 +52,8 @@ offload::thread_pool_options named_pool(const char* prefix, std::size_t max_work
 
 offload::awaitable<void> with_use_awaitable(offload::thread_pool& pool) {
   auto& loop = offload::get_running_loop();
-  static_assert(std::is_same_v<decltype(offload::async_run(pool, [] { return 1; },
-                                                           net::use_awaitable)),
+  static_assert(std::is_same_v<decltype(offload::async_run(
+                                   pool, [] { return 1; }, net::use_awaitable)),
                                offload::awaitable<int>>);
 
   auto f = [] { return std::make_pair(this_thread_name(), 5); };
@@ -65,8 +65,8 @@ offload::awaitable<void> with_use_awaitable(offload::thread_pool& pool) {
 
   bool caught = false;
   try {
-    (void)co_await offload::async_run(pool, []() -> int { throw custom_error(4); },
-                                      net::use_awaitable);
+    (void)co_await offload::async_run(
+        pool, []() -> int { throw custom_error(4); }, net::use_awaitable);
   } catch (const custom_error& e) {
     caught = true;
     CHECK(e.code == 4);
@@ -82,9 +82,10 @@ TEST_CASE("async_run with asio::use_awaitable runs f on the pool and resumes on 
 
 // -- callbacks bound to an executor ----------------------------------------------------------
 
-TEST_CASE("async_run with a callback bound to an io_context's executor calls it there, with "
-          "the value",
-          "[async_run]") {
+TEST_CASE(
+    "async_run with a callback bound to an io_context's executor calls it there, with "
+    "the value",
+    "[async_run]") {
   offload::thread_pool pool(named_pool("cb"));
   net::io_context ctx;
   struct outcome {
@@ -154,27 +155,30 @@ TEST_CASE("async_run with a void f completes a (std::exception_ptr) callback", "
   }
 }
 
-TEST_CASE("async_run with a result that is not default-constructible completes with "
-          "(std::exception_ptr, std::optional<T>)",
-          "[async_run]") {
+TEST_CASE(
+    "async_run with a result that is not default-constructible completes with "
+    "(std::exception_ptr, std::optional<T>)",
+    "[async_run]") {
   offload::thread_pool pool(named_pool("nd"));
   net::io_context ctx;
   std::optional<no_default> value;
   bool value_had_error = true;
   bool error_had_value = true;
   std::exception_ptr error;
-  offload::async_run(pool, [] { return no_default(21); },
-                     net::bind_executor(ctx.get_executor(), [&](std::exception_ptr e, auto v) {
-                       static_assert(std::is_same_v<decltype(v), std::optional<no_default>>);
-                       value_had_error = e != nullptr;
-                       value = std::move(v);
-                     }));
-  offload::async_run(pool, []() -> no_default { throw custom_error(2); },
-                     net::bind_executor(ctx.get_executor(), [&](std::exception_ptr e, auto v) {
-                       static_assert(std::is_same_v<decltype(v), std::optional<no_default>>);
-                       error_had_value = v.has_value();
-                       error = e;
-                     }));
+  offload::async_run(
+      pool, [] { return no_default(21); },
+      net::bind_executor(ctx.get_executor(), [&](std::exception_ptr e, auto v) {
+        static_assert(std::is_same_v<decltype(v), std::optional<no_default>>);
+        value_had_error = e != nullptr;
+        value = std::move(v);
+      }));
+  offload::async_run(
+      pool, []() -> no_default { throw custom_error(2); },
+      net::bind_executor(ctx.get_executor(), [&](std::exception_ptr e, auto v) {
+        static_assert(std::is_same_v<decltype(v), std::optional<no_default>>);
+        error_had_value = v.has_value();
+        error = e;
+      }));
   ctx.run();
   CHECK_FALSE(value_had_error);
   REQUIRE(value.has_value());
@@ -184,8 +188,8 @@ TEST_CASE("async_run with a result that is not default-constructible completes w
   CHECK_THROWS_AS(std::rethrow_exception(error), custom_error);
 
   // With use_awaitable the optional shows too.
-  static_assert(std::is_same_v<decltype(offload::async_run(pool, [] { return no_default(1); },
-                                                           net::use_awaitable)),
+  static_assert(std::is_same_v<decltype(offload::async_run(
+                                   pool, [] { return no_default(1); }, net::use_awaitable)),
                                offload::awaitable<std::optional<no_default>>>);
 }
 
@@ -198,8 +202,8 @@ offload::awaitable<void> with_deferred(offload::thread_pool& pool, offload_test:
       pool, [&g] { g.wait(); }, [&blocker_done](std::exception_ptr) { blocker_done.set_value(); });
   REQUIRE(offload_test::eventually([&] { return pool.stats().running == 1; }));
 
-  auto op = offload::async_run(pool, [] { return std::make_pair(this_thread_name(), 9); },
-                               asio::experimental::deferred);
+  auto op = offload::async_run(
+      pool, [] { return std::make_pair(this_thread_name(), 9); }, asio::experimental::deferred);
   // Deferred: nothing is submitted until the operation is launched.
   CHECK(pool.stats().queued == 0);
   g.open();
@@ -218,9 +222,10 @@ TEST_CASE("async_run with asio::experimental::deferred submits when launched", "
 
 // -- the default executor needs a loop -------------------------------------------------------
 
-TEST_CASE("async_run(default_executor) with a handler that has no executor, outside a running "
-          "loop, throws no_running_loop synchronously",
-          "[async_run][errors]") {
+TEST_CASE(
+    "async_run(default_executor) with a handler that has no executor, outside a running "
+    "loop, throws no_running_loop synchronously",
+    "[async_run][errors]") {
   // A loop running on another thread does not count: the rule is about this thread.
   offload_test::loop_on_thread other;
   bool ran = false;
@@ -262,9 +267,10 @@ offload::awaitable<std::string> default_executor_with_bare_callback() {
   co_return named.get();  // completes on the worker: waiting here does not deadlock
 }
 
-TEST_CASE("async_run(default_executor) with a handler that has no executor, on a running "
-          "loop's thread, uses that loop's default executor",
-          "[async_run]") {
+TEST_CASE(
+    "async_run(default_executor) with a handler that has no executor, on a running "
+    "loop's thread, uses that loop's default executor",
+    "[async_run]") {
   CHECK(offload::run(default_executor_with_bare_callback()) == "offload-1");
 }
 
@@ -273,26 +279,29 @@ TEST_CASE("async_run(default_executor) with a handler that has no executor, on a
 TEST_CASE("async_run with asio::use_future from a plain thread returns the value or rethrows",
           "[async_run][use_future]") {
   offload::thread_pool pool(named_pool("fut"));
-  std::future<int> value = offload::async_run(pool, [] { return 7; }, net::use_future);
+  std::future<int> value = offload::async_run(
+      pool, [] { return 7; }, net::use_future);
   CHECK(value.get() == 7);
 
-  std::future<int> failed =
-      offload::async_run(pool, []() -> int { throw custom_error(8); }, net::use_future);
+  std::future<int> failed = offload::async_run(
+      pool, []() -> int { throw custom_error(8); }, net::use_future);
   CHECK_THROWS_AS(failed.get(), custom_error);
 
-  std::future<std::string> name =
-      offload::async_run(pool, [] { return this_thread_name(); }, net::use_future);
+  std::future<std::string> name = offload::async_run(
+      pool, [] { return this_thread_name(); }, net::use_future);
   CHECK_THAT(name.get(), contains("fut-"));
 
   bool ran = false;
-  std::future<void> done = offload::async_run(pool, [&ran] { ran = true; }, net::use_future);
+  std::future<void> done = offload::async_run(
+      pool, [&ran] { ran = true; }, net::use_future);
   done.get();
   CHECK(ran);
 }
 
-TEST_CASE("async_run(default_executor, f, asio::use_future) outside a running loop throws "
-          "no_running_loop synchronously",
-          "[async_run][use_future][errors]") {
+TEST_CASE(
+    "async_run(default_executor, f, asio::use_future) outside a running loop throws "
+    "no_running_loop synchronously",
+    "[async_run][use_future][errors]") {
   bool ran = false;
   std::error_code code;
   std::string what;

@@ -68,20 +68,23 @@ offload::awaitable<void> block_on(offload::thread_pool& pool, std::latch* releas
 
 }  // namespace
 
-TEST_CASE("a queued call cancelled behind a busy pool never runs, and its awaiter is answered "
-          "at once",
-          "[cancellation]") {
+TEST_CASE(
+    "a queued call cancelled behind a busy pool never runs, and its awaiter is answered "
+    "at once",
+    "[cancellation]") {
   offload::thread_pool pool(1);
   offload::event_loop loop;
   std::latch release(1);
   std::atomic<bool> ran{false};
   outcome blocker, queued;
-  net::co_spawn(loop.get_executor(), block_on(pool, &release),
-                [&](std::exception_ptr e) { blocker = {e, true}; });
+  net::co_spawn(loop.get_executor(), block_on(pool, &release), [&](std::exception_ptr e) {
+    blocker = {e, true};
+  });
   net::cancellation_signal signal;
   net::co_spawn(loop.get_executor(), call_on(pool, &ran),
-                net::bind_cancellation_slot(signal.slot(),
-                                            [&](std::exception_ptr e) { queued = {e, true}; }));
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  queued = {e, true};
+                }));
   REQUIRE(run_until(loop, [&] { return pool.stats().running == 1; }));
   signal.emit(net::cancellation_type::terminal);
   REQUIRE(run_until(loop, [&] { return queued.done; }));
@@ -111,20 +114,20 @@ offload::awaitable<void> wait_for_latch(std::latch* release, std::atomic<bool>* 
 }
 }  // namespace
 
-TEST_CASE("wait policy: a cancelled awaiter resumes only after f has returned, then sees "
-          "operation_aborted",
-          "[cancellation]") {
+TEST_CASE(
+    "wait policy: a cancelled awaiter resumes only after f has returned, then sees "
+    "operation_aborted",
+    "[cancellation]") {
   offload::event_loop loop;
   std::latch release(1);
   std::atomic<bool> returned{false}, returned_before_resume{false};
   outcome result;
   net::cancellation_signal signal;
   net::co_spawn(loop.get_executor(), wait_for_latch(&release, &returned, &returned_before_resume),
-                net::bind_cancellation_slot(signal.slot(),
-                                            [&](std::exception_ptr e) { result = {e, true}; }));
-  REQUIRE(run_until(loop, [&] {
-    return loop.default_executor_pool().stats().running == 1;
-  }));
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  result = {e, true};
+                }));
+  REQUIRE(run_until(loop, [&] { return loop.default_executor_pool().stats().running == 1; }));
   signal.emit(net::cancellation_type::terminal);
   run_for(loop, 50ms);
   CHECK_FALSE(result.done);  // still waiting for f
@@ -162,11 +165,10 @@ TEST_CASE("an f taking a std::stop_token is asked to stop when its awaiter is ca
   outcome result;
   net::cancellation_signal signal;
   net::co_spawn(loop.get_executor(), stoppable_call(&saw_stop),
-                net::bind_cancellation_slot(signal.slot(),
-                                            [&](std::exception_ptr e, int) { result = {e, true}; }));
-  REQUIRE(run_until(loop, [&] {
-    return loop.default_executor_pool().stats().running == 1;
-  }));
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e, int) {
+                  result = {e, true};
+                }));
+  REQUIRE(run_until(loop, [&] { return loop.default_executor_pool().stats().running == 1; }));
   signal.emit(net::cancellation_type::terminal);
   REQUIRE(run_until(loop, [&] { return result.done; }));
   CHECK(saw_stop.load());
@@ -230,7 +232,9 @@ TEST_CASE("an uncancelled call still delivers its result with a cancellation slo
   int value = 0;
   net::cancellation_signal signal;
   auto f = [](std::stop_token) { return 5; };
-  auto coro = [](decltype(f) g) -> offload::awaitable<int> { co_return co_await offload::to_thread(g); };
+  auto coro = [](decltype(f) g) -> offload::awaitable<int> {
+    co_return co_await offload::to_thread(g);
+  };
   net::co_spawn(loop.get_executor(), coro(f),
                 net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e, int v) {
                   result = {e, true};

@@ -36,8 +36,7 @@ TEST_CASE("OFFLOAD_ASIO_VERSION is at least 1.22 and is the backend's version", 
 TEST_CASE("offload::awaitable<T> is the backend's awaitable<T>", "[config]") {
   STATIC_REQUIRE(std::is_same_v<offload::awaitable<int>, ::asio::awaitable<int>>);
   STATIC_REQUIRE(std::is_same_v<offload::awaitable<void>, ::asio::awaitable<void>>);
-  STATIC_REQUIRE(
-      std::is_same_v<offload::awaitable<std::string>, ::asio::awaitable<std::string>>);
+  STATIC_REQUIRE(std::is_same_v<offload::awaitable<std::string>, ::asio::awaitable<std::string>>);
 }
 
 TEST_CASE("the loop's executor is a strand over the io_context's executor", "[config]") {

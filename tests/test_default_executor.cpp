@@ -51,7 +51,9 @@ offload::awaitable<std::string> name_together(offload_test::rendezvous& together
 
 // -- lazy, bounded, named ----------------------------------------------------------------------
 
-offload::awaitable<int> one_call() { co_return co_await offload::to_thread([] { return 1; }); }
+offload::awaitable<int> one_call() {
+  co_return co_await offload::to_thread([] { return 1; });
+}
 
 TEST_CASE("the default executor is created lazily and starts threads on demand",
           "[default_executor]") {
@@ -109,7 +111,9 @@ TEST_CASE("the default executor holds at most min(32, cores + 4) threads", "[def
   CHECK(std::count(results.begin(), results.end(), 1) == static_cast<long>(calls));
 }
 
-offload::awaitable<std::string> one_name() { co_return co_await offload::to_thread(this_thread_name); }
+offload::awaitable<std::string> one_name() {
+  co_return co_await offload::to_thread(this_thread_name);
+}
 
 offload::awaitable<std::set<std::string>> two_names() {
   offload_test::rendezvous both(2);
@@ -134,8 +138,7 @@ TEST_CASE("the default executor's threads are named offload-N", "[default_execut
 
 // -- keep-alive and replacement ----------------------------------------------------------------
 
-TEST_CASE("the default executor lets idle threads go after its keep-alive",
-          "[default_executor]") {
+TEST_CASE("the default executor lets idle threads go after its keep-alive", "[default_executor]") {
   offload::event_loop loop;
   offload::thread_pool_options o;
   o.keep_alive = 50ms;
@@ -246,9 +249,10 @@ offload::awaitable<void> shutdown_then_call(offload_test::gate& g, shutdown_outc
   }
 }
 
-TEST_CASE("shutdown_default_executor waits for running calls without blocking the loop; "
-          "to_thread then fails with executor_shutdown",
-          "[default_executor][shutdown]") {
+TEST_CASE(
+    "shutdown_default_executor waits for running calls without blocking the loop; "
+    "to_thread then fails with executor_shutdown",
+    "[default_executor][shutdown]") {
   offload::event_loop loop;
   offload_test::gate g;
   shutdown_outcome out;
@@ -284,9 +288,10 @@ offload::awaitable<void> shutdown_with_timeout(offload_test::gate& g, timeout_ou
   out.call = call.running_call;
 }
 
-TEST_CASE("shutdown_default_executor(timeout) reports the calls still running instead of "
-          "hanging",
-          "[default_executor][shutdown]") {
+TEST_CASE(
+    "shutdown_default_executor(timeout) reports the calls still running instead of "
+    "hanging",
+    "[default_executor][shutdown]") {
   offload::event_loop loop;
   offload_test::gate g;
   timeout_outcome out;
@@ -325,9 +330,10 @@ offload::awaitable<void> blocked_forever_on_context(offload_test::gate& g, frame
   fl.delivered = true;
 }
 
-TEST_CASE("destroying an io_context while a to_thread call runs waits for the call, never "
-          "delivers its result, and destroys the awaiting coroutine",
-          "[default_executor][lifetime]") {
+TEST_CASE(
+    "destroying an io_context while a to_thread call runs waits for the call, never "
+    "delivers its result, and destroys the awaiting coroutine",
+    "[default_executor][lifetime]") {
   offload_test::gate g;
   frame_flags fl;
   auto ctx = std::make_unique<net::io_context>();

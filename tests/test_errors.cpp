@@ -24,9 +24,9 @@ const std::vector<offload::errc> all_codes = {
 
 // Imperative verbs a message uses to tell the reader what to do.
 const std::set<std::string> actionable_words = {
-    "call",  "submit", "create", "co_await", "raise", "pass",     "use",   "make",  "set",
-    "handle", "retry", "extend", "check",    "keep",  "increase", "give",  "await", "catch",
-    "choose", "avoid", "move",   "lower",    "allow",
+    "call",  "submit", "create", "co_await", "raise", "pass",  "use",      "make",
+    "set",   "handle", "retry",  "extend",   "check", "keep",  "increase", "give",
+    "await", "catch",  "choose", "avoid",    "move",  "lower", "allow",
 };
 
 std::vector<std::string> words_of(const std::string& text) {
@@ -143,8 +143,9 @@ TEST_CASE("make_error is a std::system_error with the code and the place", "[err
   std::system_error err = offload::make_error(offload::errc::loop_closed, where);
   REQUIRE(err.code() == offload::errc::loop_closed);
   REQUIRE_THAT(std::string(err.what()), offload_test::contains(where));
-  REQUIRE_THAT(std::string(err.what()),
-               offload_test::contains(offload::make_error_code(offload::errc::loop_closed).message()));
+  REQUIRE_THAT(
+      std::string(err.what()),
+      offload_test::contains(offload::make_error_code(offload::errc::loop_closed).message()));
 
   // throw_error throws exactly that, catchable as std::system_error.
   try {

@@ -110,7 +110,8 @@ offload::awaitable<strand_checks> check_strand(offload::event_loop& loop) {
   co_return c;
 }
 
-// -- nested and misplaced runs ---------------------------------------------------------------------
+// -- nested and misplaced runs
+// ---------------------------------------------------------------------
 
 struct nested_result {
   std::error_code from_callback;
@@ -148,7 +149,8 @@ offload::awaitable<nested_result> run_nested(offload::event_loop& loop) {
   co_return r;
 }
 
-// -- is_running / in_loop_thread -------------------------------------------------------------------
+// -- is_running / in_loop_thread
+// -------------------------------------------------------------------
 
 struct running_checks {
   bool running_inside = false;
@@ -178,7 +180,8 @@ offload::awaitable<running_checks> check_running(offload::event_loop& loop) {
   co_return c;
 }
 
-// -- get_running_loop --------------------------------------------------------------------------------
+// -- get_running_loop
+// --------------------------------------------------------------------------------
 
 struct running_loop_checks {
   offload::event_loop* in_coroutine = nullptr;
@@ -199,9 +202,8 @@ offload::awaitable<running_loop_checks> check_get_running_loop(offload::event_lo
     called = true;
   });
   co_await wait_until([&called] { return called; });
-  c.in_worker = co_await offload::to_thread([] {
-    return code_thrown_by([] { (void)offload::get_running_loop(); });
-  });
+  c.in_worker = co_await offload::to_thread(
+      [] { return code_thrown_by([] { (void)offload::get_running_loop(); }); });
   co_return c;
 }
 
@@ -311,7 +313,8 @@ offload::awaitable<void> serial_worker(offload::event_loop& loop, serial_state& 
   serial_step(loop, s);
 }
 
-// -- default executor ------------------------------------------------------------------------------
+// -- default executor
+// ------------------------------------------------------------------------------
 
 offload::awaitable<std::string> worker_thread_name() {
   co_return co_await offload::to_thread([] { return offload_test::this_thread_name(); });
@@ -377,7 +380,7 @@ struct busy_shutdown_result {
 };
 
 offload::awaitable<busy_shutdown_result> shutdown_while_loop_works(offload::event_loop& loop,
-                                                                  std::latch& release) {
+                                                                   std::latch& release) {
   busy_shutdown_result r;
   std::atomic<bool> started{false};
   auto t = loop.create_task(blocked_call(release, started));
@@ -517,8 +520,7 @@ TEST_CASE("a closed loop refuses work with loop_closed", "[event_loop]") {
   REQUIRE(code_thrown_by([&] { loop.call_later(1ms, cb); }) == offload::errc::loop_closed);
   REQUIRE(code_thrown_by([&] { loop.call_at(clock_type::now(), cb); }) ==
           offload::errc::loop_closed);
-  REQUIRE(code_thrown_by([&] { (void)loop.create_task(answer()); }) ==
-          offload::errc::loop_closed);
+  REQUIRE(code_thrown_by([&] { (void)loop.create_task(answer()); }) == offload::errc::loop_closed);
   REQUIRE_FALSE(ran);
 
   // The error says which call was refused.
@@ -701,7 +703,8 @@ TEST_CASE("get_running_loop() finds the loop inside and throws no_running_loop o
   REQUIRE(what.has_value());
   // It names the call that failed and says where to call it from.
   REQUIRE_THAT(*what, offload_test::contains("get_running_loop"));
-  REQUIRE_THAT(*what, offload_test::contains("call this from a coroutine running on an event loop"));
+  REQUIRE_THAT(*what,
+               offload_test::contains("call this from a coroutine running on an event loop"));
 
   // On another thread while the loop runs here.
   std::error_code other;
@@ -901,11 +904,11 @@ TEST_CASE("an exception escaping a callback goes to the exception handler; the l
   REQUIRE(h.messages.back() == "by hand");
 }
 
-TEST_CASE("the default exception handler prints to stderr and the loop goes on",
-          "[event_loop]") {
+TEST_CASE("the default exception handler prints to stderr and the loop goes on", "[event_loop]") {
   offload::event_loop loop;
   int custom_calls = 0;
-  loop.set_exception_handler([&custom_calls](const offload::exception_context&) { ++custom_calls; });
+  loop.set_exception_handler(
+      [&custom_calls](const offload::exception_context&) { ++custom_calls; });
   loop.set_exception_handler({});  // empty: back to the default
   std::vector<int> ran;
   std::string text;
@@ -1071,11 +1074,10 @@ TEST_CASE("loop-side code is serialized when 4 threads run the io_context", "[ev
   for (int i = 0; i < 4; ++i) threads.emplace_back([&ctx] { ctx.run(); });
 
   for (int i = 0; i < serial_coroutines; ++i) {
-    offload::net::co_spawn(loop.get_executor(), serial_worker(loop, s),
-                           [&s](std::exception_ptr e) {
-                             if (e) s.failures.fetch_add(1);
-                             if (s.remaining.fetch_sub(1) == 1) s.all_done.set_value();
-                           });
+    offload::net::co_spawn(loop.get_executor(), serial_worker(loop, s), [&s](std::exception_ptr e) {
+      if (e) s.failures.fetch_add(1);
+      if (s.remaining.fetch_sub(1) == 1) s.all_done.set_value();
+    });
   }
   auto done = s.all_done.get_future();
   const bool finished = done.wait_for(60s) == std::future_status::ready;

@@ -292,8 +292,7 @@ TEST_CASE("run_in_executor(asio::strand over an asio::thread_pool) runs f inside
   CHECK(r.worker.on_target);
 }
 
-TEST_CASE("run_in_executor(asio::any_io_executor) runs f on the wrapped executor",
-          "[executors]") {
+TEST_CASE("run_in_executor(asio::any_io_executor) runs f on the wrapped executor", "[executors]") {
   net::thread_pool apool(1);
   const auto ids = thread_ids_of(apool, 1);
   auto raw = apool.get_executor();
@@ -309,8 +308,7 @@ TEST_CASE("run_in_executor(another event_loop's executor) runs f on that loop's 
   offload_test::loop_on_thread other;
   auto ex = other.loop.get_executor();
   offload::event_loop* other_loop = &other.loop;
-  const ran_at r =
-      offload::run(run_on(ex, [other_loop] { return other_loop->in_loop_thread(); }));
+  const ran_at r = offload::run(run_on(ex, [other_loop] { return other_loop->in_loop_thread(); }));
   check_resumed_on_loop(r);
   CHECK(r.worker.id == other.thread_id);
   CHECK(r.worker.on_target);  // inside the other loop's strand
@@ -318,9 +316,10 @@ TEST_CASE("run_in_executor(another event_loop's executor) runs f on that loop's 
 
 // -- foreign pools ---------------------------------------------------------------------------
 
-TEST_CASE("run_in_executor(a foreign pool with a member submit(std::function<void()>)) runs f "
-          "on that pool's thread",
-          "[executors][foreign]") {
+TEST_CASE(
+    "run_in_executor(a foreign pool with a member submit(std::function<void()>)) runs f "
+    "on that pool's thread",
+    "[executors][foreign]") {
   tiny_pool pool("tiny-pool");
   const ran_at r = offload::run(run_on(pool, anywhere));
   check_resumed_on_loop(r);
@@ -329,9 +328,10 @@ TEST_CASE("run_in_executor(a foreign pool with a member submit(std::function<voi
   CHECK(pool.submitted() == 1);
 }
 
-TEST_CASE("run_in_executor(a foreign pool adapted by offload::executor_traits) runs f on that "
-          "pool's thread",
-          "[executors][foreign]") {
+TEST_CASE(
+    "run_in_executor(a foreign pool adapted by offload::executor_traits) runs f on that "
+    "pool's thread",
+    "[executors][foreign]") {
   legacy_pool pool("legacy-pool");
   legacy_traits_submits = 0;
   const ran_at r = offload::run(run_on(pool, anywhere));
@@ -368,15 +368,16 @@ offload::awaitable<void> dropped_later(hoarding_pool& pool, failure& out) {
   offload_test::countdown done(ex, 1);
   net::co_spawn(ex, await_call(pool, out), [&done](std::exception_ptr) { done.done(); });
   for (int i = 0; i < 100 && pool.kept.empty(); ++i) co_await offload_test::yield_now();
-  REQUIRE(pool.kept.size() == 1);  // the call waits in the pool
-  CHECK(done.remaining() == 1);    // and its awaiter with it
+  REQUIRE(pool.kept.size() == 1);                      // the call waits in the pool
+  CHECK(done.remaining() == 1);                        // and its awaiter with it
   std::thread([&pool] { pool.kept.clear(); }).join();  // destroyed unrun, on another thread
   co_await done.wait();
 }
 
-TEST_CASE("a foreign pool that drops the work item without running it: the awaiter gets "
-          "executor_shutdown",
-          "[executors][foreign][errors]") {
+TEST_CASE(
+    "a foreign pool that drops the work item without running it: the awaiter gets "
+    "executor_shutdown",
+    "[executors][foreign][errors]") {
   failure out;
   SECTION("dropped inside submit") {
     dropping_pool pool;
@@ -423,9 +424,10 @@ offload::awaitable<void> call_refused(throwing_pool& pool, refused& out) {
   }
 }
 
-TEST_CASE("a foreign pool whose submit throws: that exception arrives at the co_await and the "
-          "loop keeps working",
-          "[executors][foreign][errors]") {
+TEST_CASE(
+    "a foreign pool whose submit throws: that exception arrives at the co_await and the "
+    "loop keeps working",
+    "[executors][foreign][errors]") {
   throwing_pool pool;
   refused out;
   offload::run(call_refused(pool, out));
@@ -457,9 +459,10 @@ offload::awaitable<void> call_stopped(net::thread_pool::executor_type ex, stoppe
   out.finished = true;
 }
 
-TEST_CASE("an asio::thread_pool stopped and joined before the call: the awaiter gets "
-          "executor_shutdown once the pool is destroyed (never a hang)",
-          "[executors][errors]") {
+TEST_CASE(
+    "an asio::thread_pool stopped and joined before the call: the awaiter gets "
+    "executor_shutdown once the pool is destroyed (never a hang)",
+    "[executors][errors]") {
   std::optional<net::thread_pool> apool(std::in_place, 1);
   apool->stop();
   apool->join();
@@ -486,9 +489,10 @@ offload::awaitable<int> one_pool_call(offload::thread_pool& pool) {
 // io_context can go away: here each loop is destroyed the moment its only call came back, while
 // the pool (which the loop does not own, so does not join) lives on. A worker still inside its
 // hand-back then touches freed memory: AddressSanitizer / ThreadSanitizer see it.
-TEST_CASE("a loop destroyed right after its last call came back from a pool that outlives it: "
-          "the worker is done with the loop's executor first",
-          "[executors][lifetime]") {
+TEST_CASE(
+    "a loop destroyed right after its last call came back from a pool that outlives it: "
+    "the worker is done with the loop's executor first",
+    "[executors][lifetime]") {
   offload::thread_pool pool(named_pool("outlives"));
   int delivered = 0;
   for (int i = 0; i < 300; ++i) {
@@ -501,9 +505,10 @@ TEST_CASE("a loop destroyed right after its last call came back from a pool that
 
 // The same with a coroutine on a strand of a plain io_context (no event_loop): the worker
 // completes through the strand and must be done with the context before it is destroyed.
-TEST_CASE("an io_context destroyed right after its last call came back (coroutine on a strand) "
-          "from a pool that outlives it: the worker is done with the context first",
-          "[executors][lifetime]") {
+TEST_CASE(
+    "an io_context destroyed right after its last call came back (coroutine on a strand) "
+    "from a pool that outlives it: the worker is done with the context first",
+    "[executors][lifetime]") {
   offload::thread_pool pool(named_pool("outlives"));
   int delivered = 0;
   for (int i = 0; i < 300; ++i) {

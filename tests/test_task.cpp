@@ -181,7 +181,7 @@ offload::awaitable<void> drop_handle_after_failure(offload::event_loop& loop, ha
     auto t = loop.create_task(throw_now(8));
     co_await offload_test::wait_until([&] { return t.done(); });
     REQUIRE(log.calls.load() == 0);  // a live handle may still join it
-  }  // the last handle goes now
+  }                                  // the last handle goes now
   co_await offload_test::wait_until([&] { return log.calls.load() > 0; });
   for (int i = 0; i < 5; ++i) co_await yield_once();
 }

@@ -96,8 +96,7 @@ TEST_CASE("thread_pool starts min_workers threads at construction", "[thread_poo
   CHECK(lazy.stats().workers == 0);  // no minimum: no thread until there is work
 }
 
-TEST_CASE("thread_pool lets idle threads above min_workers go after keep_alive",
-          "[thread_pool]") {
+TEST_CASE("thread_pool lets idle threads above min_workers go after keep_alive", "[thread_pool]") {
   offload::thread_pool_options o = sized(4, 1);
   o.keep_alive = 50ms;
   offload::thread_pool pool(std::move(o));
@@ -180,7 +179,8 @@ TEST_CASE("thread_pool runs the initializer once in each new thread, before its 
     call_threads.insert(id);
   }
   // More calls on the same threads do not run it again.
-  for (int i = 0; i < 5; ++i) CHECK(submit_plain(pool, [] { return init_probe::initialized; }).get());
+  for (int i = 0; i < 5; ++i)
+    CHECK(submit_plain(pool, [] { return init_probe::initialized; }).get());
 
   std::vector<std::thread::id> ids;
   {
@@ -302,7 +302,8 @@ TEST_CASE("thread_pool with a full bounded queue: a submitter with no loop gets 
 
   std::error_code future_code;
   try {
-    auto never = offload::async_run(pool, [] { return 1; }, net::use_future);
+    auto never = offload::async_run(
+        pool, [] { return 1; }, net::use_future);
     (void)never;
   } catch (const std::system_error& e) {
     future_code = e.code();
@@ -338,7 +339,8 @@ offload::awaitable<void> call_after_shutdown(offload::thread_pool& pool, refused
   }
 }
 
-TEST_CASE("thread_pool::shutdown() refuses new work with executor_shutdown", "[thread_pool][shutdown]") {
+TEST_CASE("thread_pool::shutdown() refuses new work with executor_shutdown",
+          "[thread_pool][shutdown]") {
   offload::thread_pool pool(sized(2));
   CHECK(submit_plain(pool, [] { return 1; }).get() == 1);
   pool.shutdown();
@@ -367,7 +369,8 @@ TEST_CASE("thread_pool::shutdown() refuses new work with executor_shutdown", "[t
   // Through use_future: at the call or at get(), but executor_shutdown either way.
   std::error_code future_code;
   try {
-    auto fut = offload::async_run(pool, [&ran] { ran = true; }, net::use_future);
+    auto fut = offload::async_run(
+        pool, [&ran] { ran = true; }, net::use_future);
     fut.get();
   } catch (const std::system_error& e) {
     future_code = e.code();
@@ -387,24 +390,24 @@ offload::awaitable<int> await_on(offload::thread_pool& pool, int i, offload_test
   co_return co_await offload::run_in_executor(pool, f);
 }
 
-TEST_CASE("thread_pool::shutdown(true, true) cancels queued calls (operation_aborted) and lets "
-          "the running one finish",
-          "[thread_pool][shutdown]") {
+TEST_CASE(
+    "thread_pool::shutdown(true, true) cancels queued calls (operation_aborted) and lets "
+    "the running one finish",
+    "[thread_pool][shutdown]") {
   offload::thread_pool pool(sized(1));
   offload_test::gate g;
   std::atomic<int> ran_blocker{0};
   std::atomic<int> ran_queued{0};
   std::atomic<bool> blocker_finished{false};
   offload_test::loop_on_thread lt;
-  auto blocker = net::co_spawn(lt.loop.get_executor(),
-                               await_on(pool, 100, &g, ran_blocker, &blocker_finished),
-                               net::use_future);
+  auto blocker =
+      net::co_spawn(lt.loop.get_executor(), await_on(pool, 100, &g, ran_blocker, &blocker_finished),
+                    net::use_future);
   REQUIRE(eventually([&] { return pool.stats().running == 1; }));
   std::vector<std::future<int>> queued;
   for (int i = 0; i < 3; ++i) {
-    queued.push_back(net::co_spawn(lt.loop.get_executor(),
-                                   await_on(pool, i, nullptr, ran_queued, nullptr),
-                                   net::use_future));
+    queued.push_back(net::co_spawn(
+        lt.loop.get_executor(), await_on(pool, i, nullptr, ran_queued, nullptr), net::use_future));
   }
   REQUIRE(eventually([&] { return pool.stats().queued == 3; }));
 
@@ -448,7 +451,8 @@ TEST_CASE("thread_pool::shutdown(true) returns after the running calls finished"
   CHECK(call.get() == 9);
 }
 
-TEST_CASE("thread_pool::shutdown(false) returns at once while a call runs", "[thread_pool][shutdown]") {
+TEST_CASE("thread_pool::shutdown(false) returns at once while a call runs",
+          "[thread_pool][shutdown]") {
   offload::thread_pool pool(sized(2));
   offload_test::gate g;
   std::atomic<bool> finished{false};
@@ -496,15 +500,16 @@ offload::awaitable<void> shutdown_from_worker(offload::thread_pool& pool, deadlo
   out.shut_from_worker = co_await offload::run_in_executor(pool, no_wait);
 }
 
-TEST_CASE("thread_pool::shutdown() from one of its own workers throws would_deadlock there, and "
-          "it arrives at the co_await",
-          "[thread_pool][shutdown][errors]") {
+TEST_CASE(
+    "thread_pool::shutdown() from one of its own workers throws would_deadlock there, and "
+    "it arrives at the co_await",
+    "[thread_pool][shutdown][errors]") {
   offload::thread_pool pool(sized(2));
   deadlock_outcome out;
   offload::run(shutdown_from_worker(pool, out));
   CHECK(out.code == offload::errc::would_deadlock);
   CHECK_THAT(out.what, contains("shutdown(false)"));  // says what to do
-  CHECK(out.open_after);  // the failed shutdown changed nothing
+  CHECK(out.open_after);                              // the failed shutdown changed nothing
   CHECK(out.after == 5);
   CHECK(out.shut_from_worker);
   CHECK(pool.is_shutdown());
@@ -517,12 +522,12 @@ TEST_CASE("thread_pool's destructor runs every queued call and every awaiter get
   std::atomic<int> ran{0};
   offload_test::loop_on_thread lt;
   std::vector<std::future<int>> calls;
-  calls.push_back(net::co_spawn(lt.loop.get_executor(), await_on(*pool, 0, &g, ran, nullptr),
-                                net::use_future));
+  calls.push_back(
+      net::co_spawn(lt.loop.get_executor(), await_on(*pool, 0, &g, ran, nullptr), net::use_future));
   REQUIRE(eventually([&] { return pool->stats().running == 1; }));
   for (int i = 1; i <= 5; ++i) {
-    calls.push_back(net::co_spawn(lt.loop.get_executor(),
-                                  await_on(*pool, i, nullptr, ran, nullptr), net::use_future));
+    calls.push_back(net::co_spawn(lt.loop.get_executor(), await_on(*pool, i, nullptr, ran, nullptr),
+                                  net::use_future));
   }
   REQUIRE(eventually([&] { return pool->stats().queued == 5; }));
 
@@ -572,9 +577,10 @@ struct slow_query {
   }
 };
 
-TEST_CASE("thread_pool::running_calls() reports a blocked call: its thread, callable type and "
-          "how long it has run",
-          "[thread_pool][stats]") {
+TEST_CASE(
+    "thread_pool::running_calls() reports a blocked call: its thread, callable type and "
+    "how long it has run",
+    "[thread_pool][stats]") {
   offload::thread_pool_options o = sized(2);
   o.thread_name_prefix = "rc";
   offload::thread_pool pool(std::move(o));

@@ -45,8 +45,7 @@ offload::awaitable<void> round_trips() {
   CHECK(i == 42);
 
   // Longer than any small-string buffer: the heap buffer itself must travel intact.
-  const std::string s =
-      co_await offload::to_thread([] { return std::string(1000, 'x') + "end"; });
+  const std::string s = co_await offload::to_thread([] { return std::string(1000, 'x') + "end"; });
   CHECK(s.size() == 1003);
   CHECK(s.substr(1000) == "end");
 
@@ -107,9 +106,10 @@ offload::awaitable<threads_seen> observe_threads_on_io_context() {
   co_return s;
 }
 
-TEST_CASE("to_thread runs f on a worker thread and resumes on the io_context's thread "
-          "(plain io_context + co_spawn, no event_loop)",
-          "[to_thread]") {
+TEST_CASE(
+    "to_thread runs f on a worker thread and resumes on the io_context's thread "
+    "(plain io_context + co_spawn, no event_loop)",
+    "[to_thread]") {
   net::io_context ctx;
   std::future<threads_seen> result =
       net::co_spawn(ctx, observe_threads_on_io_context(), net::use_future);
@@ -139,9 +139,10 @@ offload::awaitable<threads_seen> observe_threads_on_strand() {
   co_return s;
 }
 
-TEST_CASE("to_thread from a coroutine on a strand of a plain io_context resumes inside that "
-          "strand",
-          "[to_thread]") {
+TEST_CASE(
+    "to_thread from a coroutine on a strand of a plain io_context resumes inside that "
+    "strand",
+    "[to_thread]") {
   net::io_context ctx;
   std::future<threads_seen> result =
       net::co_spawn(net::make_strand(ctx), observe_threads_on_strand(), net::use_future);
@@ -370,8 +371,8 @@ TEST_CASE("std::ref passes a reference: f mutates the caller's variable", "[to_t
 
 offload::awaitable<void> rvalue_arguments() {
   auto up = std::make_unique<int>(41);
-  const int r = co_await offload::to_thread([](std::unique_ptr<int> p) { return *p + 1; },
-                                            std::move(up));
+  const int r =
+      co_await offload::to_thread([](std::unique_ptr<int> p) { return *p + 1; }, std::move(up));
   CHECK(r == 42);
   CHECK(up == nullptr);  // moved into the call
 
@@ -419,8 +420,7 @@ offload::awaitable<void> member_function_calls() {
   CHECK(r4 == 106);
 }
 
-TEST_CASE("to_thread calls a pointer to member function with an object argument",
-          "[to_thread]") {
+TEST_CASE("to_thread calls a pointer to member function with an object argument", "[to_thread]") {
   offload::run(member_function_calls());
 }
 
@@ -490,11 +490,14 @@ TEST_CASE("1'000 concurrent coroutines each awaiting to_thread all complete corr
 
 // -- the default executor --------------------------------------------------------------------
 
-offload::awaitable<identity> identify_worker() { co_return co_await offload::to_thread(worker_identity); }
+offload::awaitable<identity> identify_worker() {
+  co_return co_await offload::to_thread(worker_identity);
+}
 
-TEST_CASE("to_thread on a plain io_context uses that context's own default executor, whose "
-          "threads are named offload-N",
-          "[to_thread][default_executor]") {
+TEST_CASE(
+    "to_thread on a plain io_context uses that context's own default executor, whose "
+    "threads are named offload-N",
+    "[to_thread][default_executor]") {
   net::io_context ctx1;
   net::io_context ctx2;
   auto f1 = net::co_spawn(ctx1, identify_worker(), net::use_future);
@@ -535,9 +538,10 @@ offload::awaitable<void> to_thread_after_shutdown(after_shutdown_result& r) {
   }
 }
 
-TEST_CASE("to_thread after the loop's default executor was shut down fails with "
-          "executor_shutdown at the co_await",
-          "[to_thread][default_executor][errors]") {
+TEST_CASE(
+    "to_thread after the loop's default executor was shut down fails with "
+    "executor_shutdown at the co_await",
+    "[to_thread][default_executor][errors]") {
   offload::event_loop loop;
   after_shutdown_result r;
   loop.run_until_complete(to_thread_after_shutdown(r));

@@ -206,7 +206,8 @@ void run_callback(loop_shared& shared, State& state, F& fn) {
 /// state its handle cancels. It keeps itself alive until the queue is done with it.
 template <typename F>
 struct threadsafe_callback final : op_base, callback_state_base {
-  threadsafe_callback(F f, std::shared_ptr<loop_shared> s) : fn(std::move(f)), shared(std::move(s)) {
+  threadsafe_callback(F f, std::shared_ptr<loop_shared> s)
+      : fn(std::move(f)), shared(std::move(s)) {
     op_base::fn = &threadsafe_callback::act;
   }
   static bool act(op_base* base, action a, std::exception_ptr*) {
@@ -277,8 +278,8 @@ class handle {
     return true;
   }
   bool cancelled() const noexcept {
-    return state_ && state_->status.load(std::memory_order_acquire) ==
-                         detail::callback_status::cancelled;
+    return state_ &&
+           state_->status.load(std::memory_order_acquire) == detail::callback_status::cancelled;
   }
 
  private:
@@ -326,7 +327,7 @@ class task {
     // Named, not a temporary in the co_await: GCC 12 destroys such temporaries twice.
     wait_initiation initiation{state};
     co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(std::move(initiation),
-                                                                         net::use_awaitable);
+                                                                        net::use_awaitable);
     if constexpr (std::is_void_v<T>) {
       take_result(*state);
     } else {
@@ -524,8 +525,8 @@ class event_loop {
   template <typename F>
   handle call_at(std::chrono::steady_clock::time_point when, F&& f) {
     check_open("event_loop::call_at");
-    auto state =
-        std::make_shared<detail::timer_callback_state<std::decay_t<F>>>(std::forward<F>(f), shared_);
+    auto state = std::make_shared<detail::timer_callback_state<std::decay_t<F>>>(std::forward<F>(f),
+                                                                                 shared_);
     auto timer = std::make_shared<net::steady_timer>(*strand_, when);
     state->timer = timer;
     timer->async_wait([shared = shared_, state, timer](const net_error_code&) {
@@ -729,7 +730,6 @@ class event_loop {
   }
 
  private:
-
   void check_open(const char* where) const {
     if (is_closed()) throw_error(errc::loop_closed, where);
   }

@@ -208,8 +208,7 @@ class thread_pool {
       if (old & closed_bit) return detail::submit_status::shut_down;
       op->next = reinterpret_cast<detail::op_base*>(old);
     } while (!inject_.compare_exchange_weak(old, reinterpret_cast<std::uintptr_t>(op),
-                                            std::memory_order_seq_cst,
-                                            std::memory_order_relaxed));
+                                            std::memory_order_seq_cst, std::memory_order_relaxed));
     after_push();
     return detail::submit_status::accepted;
   }
@@ -243,7 +242,8 @@ class thread_pool {
 #else
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
-               .count() + 1;
+               .count() +
+           1;
 #endif
   }
 
@@ -260,8 +260,7 @@ class thread_pool {
         return detail::submit_status::accepted;
       }
       append_fifo_locked(op);
-      fifo_count_.store(fifo_count_.load(std::memory_order_relaxed) + 1,
-                        std::memory_order_seq_cst);
+      fifo_count_.store(fifo_count_.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
     }
     after_push();
     return detail::submit_status::accepted;
@@ -366,8 +365,7 @@ class thread_pool {
       --overflow_size_;
       append_fifo_locked(waiting);
     } else {
-      fifo_count_.store(fifo_count_.load(std::memory_order_relaxed) - 1,
-                        std::memory_order_relaxed);
+      fifo_count_.store(fifo_count_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     }
     return op;
   }
@@ -536,9 +534,9 @@ class thread_pool {
       exited.swap(exited_);
     }
     for (worker& w : exited) w.thread.join();
-    fail_chain(stranded, std::make_exception_ptr(make_error(
-                             errc::executor_shutdown,
-                             "thread_pool: shut down with calls no thread could run")));
+    fail_chain(stranded, std::make_exception_ptr(
+                             make_error(errc::executor_shutdown,
+                                        "thread_pool: shut down with calls no thread could run")));
   }
 
   thread_pool_options options_;

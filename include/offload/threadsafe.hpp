@@ -99,8 +99,8 @@ concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loo
     std::weak_ptr<detail::coroutine_future_state<T>> fail_weak = state;
     const std::uint64_t id = shared->add_pending([fail_weak] {
       if (auto s = fail_weak.lock()) {
-        s->set_exception(std::make_exception_ptr(make_error(
-            errc::loop_closed, "the loop closed before the coroutine finished")));
+        s->set_exception(std::make_exception_ptr(
+            make_error(errc::loop_closed, "the loop closed before the coroutine finished")));
       }
     });
     auto slot = state->signal.slot();

@@ -71,21 +71,27 @@ struct executor_traits;
 namespace detail {
 
 template <typename T>
-concept has_member_submit = requires(T& pool, work_item item) { pool.submit(std::move(item)); };
+concept has_member_submit = requires(T& pool, work_item item) {
+  pool.submit(std::move(item));
+};
 
 template <typename T>
-concept has_executor_traits =
-    requires(T& pool, work_item item) { executor_traits<T>::submit(pool, std::move(item)); };
+concept has_executor_traits = requires(T& pool, work_item item) {
+  executor_traits<T>::submit(pool, std::move(item));
+};
 
 template <typename T>
 concept asio_executor = net::execution::is_executor<T>::value || net::is_executor<T>::value;
 
 template <typename T>
-concept asio_context = std::is_base_of_v<net::execution_context, T> &&
-                       requires(T& ctx) { { ctx.get_executor() } -> asio_executor; };
+concept asio_context = std::is_base_of_v<net::execution_context, T> && requires(T& ctx) {
+  { ctx.get_executor() } -> asio_executor;
+};
 
 template <typename T>
-concept has_asio_executor = requires(T& t) { { t.get_executor() } -> asio_executor; };
+concept has_asio_executor = requires(T& t) {
+  { t.get_executor() } -> asio_executor;
+};
 
 template <typename T>
 struct is_shared_pool : std::false_type {};
@@ -93,11 +99,9 @@ template <>
 struct is_shared_pool<std::shared_ptr<thread_pool>> : std::true_type {};
 
 template <typename T>
-concept runs_calls =
-    std::is_same_v<T, default_executor_t> || std::is_same_v<T, thread_pool> ||
-    std::is_same_v<T, thread_pool::executor_type> || is_shared_pool<T>::value ||
-    asio_executor<T> || asio_context<T> || has_asio_executor<T> || has_member_submit<T> ||
-    has_executor_traits<T>;
+concept runs_calls = std::is_same_v<T, default_executor_t> || std::is_same_v<T, thread_pool> ||
+    std::is_same_v<T, thread_pool::executor_type> || is_shared_pool<T>::value || asio_executor<T> ||
+    asio_context<T> || has_asio_executor<T> || has_member_submit<T> || has_executor_traits<T>;
 
 template <typename T>
 inline constexpr bool dependent_false = false;
@@ -150,7 +154,8 @@ void submit_foreign(op_base* op, Submit&& submit) {
     submit(work_item(item));
   } catch (...) {
     // We still hold the call unless the executor ran it: fail it with the executor's error.
-    if (op_base* mine = detail_work_item_access::release(item)) mine->fail(std::current_exception());
+    if (op_base* mine = detail_work_item_access::release(item))
+      mine->fail(std::current_exception());
     return;
   }
 }
@@ -172,9 +177,11 @@ void submit_to(T& target, op_base* op, offload_service* default_owner, bool may_
   } else if constexpr (asio_executor<T>) {
     submit_foreign(op, [&](work_item&& item) { net::post(target, std::move(item)); });
   } else if constexpr (asio_context<T> || has_asio_executor<T>) {
-    submit_foreign(op, [&](work_item&& item) { net::post(target.get_executor(), std::move(item)); });
+    submit_foreign(op,
+                   [&](work_item&& item) { net::post(target.get_executor(), std::move(item)); });
   } else if constexpr (has_executor_traits<T>) {
-    submit_foreign(op, [&](work_item&& item) { executor_traits<T>::submit(target, std::move(item)); });
+    submit_foreign(op,
+                   [&](work_item&& item) { executor_traits<T>::submit(target, std::move(item)); });
   } else if constexpr (has_member_submit<T>) {
     submit_foreign(op, [&](work_item&& item) { target.submit(std::move(item)); });
   } else {
@@ -212,7 +219,7 @@ struct initiate_run {
                   "(bind one with asio::bind_executor)");
     }
     auto* op = call_op<std::decay_t<Call>, handler_type>::create(std::move(call), std::move(h),
-                                                                queue, home);
+                                                                 queue, home);
     try {
       submit_to(target.get(), op, default_owner, !no_loop);
     } catch (...) {
@@ -255,7 +262,7 @@ struct call_value {
   using type = void;
 };
 template <typename F, typename... Args>
-  requires callable_with<F, Args...>
+requires callable_with<F, Args...>
 struct call_value<F, Args...> {
   using type = typename call_for<F, Args...>::value_type;
 };
@@ -274,19 +281,20 @@ awaitable<T> unwrap_optional(awaitable<std::optional<T>> inner) {
 /// (exception_ptr) for void, or (exception_ptr, std::optional<R>) when R has no default
 /// constructor. Works with use_awaitable, use_future, deferred and callbacks.
 template <typename Target, typename F, typename Token>
-  requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
+requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
 auto async_run(Target&& target, F&& f, Token&& token) {
   using call_type = detail::call_for<F>;
   using signature = detail::completion_signature_t<typename call_type::value_type>;
   return net::async_initiate<Token, signature>(
-      detail::initiate_run<Target>{detail::target_holder<Target>::make(std::forward<Target>(target))},
+      detail::initiate_run<Target>{
+          detail::target_holder<Target>::make(std::forward<Target>(target))},
       token, call_type(std::forward<F>(f)));
 }
 
 /// `co_await run_in_executor(ex, f, args...)`: runs `std::invoke(f, args...)` on `ex` and
 /// resumes on the awaiting coroutine's executor with the result, or rethrows f's exception.
 template <typename Target, typename F, typename... Args>
-  requires detail::runs_calls<std::remove_cvref_t<Target>>
+requires detail::runs_calls<std::remove_cvref_t<Target>>
 auto run_in_executor(Target&& target, F&& f, Args&&... args)
     -> awaitable<detail::call_value_t<F, Args...>> {
   detail::check_call<F, Args...>();

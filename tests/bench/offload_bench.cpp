@@ -186,8 +186,8 @@ static double spin_floor_us(int rounds) {
 // ---- W2: burst ------------------------------------------------------------------------------
 
 static std::vector<double> w2_offload(std::size_t n) {
-  offload::thread_pool pool(offload::thread_pool_options{.max_workers = pool_size(),
-                                                         .min_workers = pool_size()});
+  offload::thread_pool pool(
+      offload::thread_pool_options{.max_workers = pool_size(), .min_workers = pool_size()});
   offload::event_loop loop;
   auto ex = loop.get_executor();
   std::size_t done = 0;
@@ -374,7 +374,8 @@ static offload::awaitable<std::uint64_t> w6_one(offload::thread_pool* pool, std:
   co_return co_await offload::run_in_executor(*pool, cpu_work, iters);
 }
 
-static offload::awaitable<void> w6_main(offload::thread_pool* pool, int calls, std::uint64_t iters) {
+static offload::awaitable<void> w6_main(offload::thread_pool* pool, int calls,
+                                        std::uint64_t iters) {
   auto& loop = offload::get_running_loop();
   std::vector<offload::task<std::uint64_t>> tasks;
   for (int i = 0; i < calls; ++i) tasks.push_back(loop.create_task(w6_one(pool, iters)));
@@ -569,12 +570,14 @@ static std::string machine_description() {
 static std::vector<row> run_w1_w2(const options& opt, const std::string& suffix) {
   std::vector<row> rows;
   const int n1 = opt.quick ? 2000 : 50000;
-  auto [o1, a1] = alternate(opt.repeats, [&] { return w1_offload(n1); }, [&] { return w1_asio(n1); });
+  auto [o1, a1] = alternate(
+      opt.repeats, [&] { return w1_offload(n1); }, [&] { return w1_asio(n1); });
   rows.push_back({"W1 round trip" + suffix, "p50 us", o1[0], a1[0], "<= 0.06x (unpinned)", false});
   rows.push_back({"W1 round trip" + suffix, "p99 us", o1[1], a1[1], "", false});
-  for (std::size_t n : opt.quick ? std::vector<std::size_t>{20000}
-                                 : std::vector<std::size_t>{200000, 1000000}) {
-    auto [o2, a2] = alternate(opt.repeats, [&] { return w2_offload(n); }, [&] { return w2_asio(n); });
+  for (std::size_t n :
+       opt.quick ? std::vector<std::size_t>{20000} : std::vector<std::size_t>{200000, 1000000}) {
+    auto [o2, a2] = alternate(
+        opt.repeats, [&] { return w2_offload(n); }, [&] { return w2_asio(n); });
     rows.push_back({"W2 burst " + std::to_string(n / 1000) + "k" + suffix, "calls/s", o2[0], a2[0],
                     ">= 5x", true});
   }
@@ -583,15 +586,14 @@ static std::vector<row> run_w1_w2(const options& opt, const std::string& suffix)
 
 static void print_rows(const std::vector<row>& rows, const options& opt, double floor_us) {
   if (opt.json) {
-    std::cout << "{\n  \"machine\": \"" << machine_description() << "\",\n  \"spin_floor_us\": "
-              << floor_us << ",\n  \"rows\": [\n";
+    std::cout << "{\n  \"machine\": \"" << machine_description()
+              << "\",\n  \"spin_floor_us\": " << floor_us << ",\n  \"rows\": [\n";
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
       std::cout << "    {\"workload\": \"" << r.workload << "\", \"metric\": \"" << r.metric
                 << "\", \"offload\": " << r.offload << ", \"asio\": " << r.asio
-                << ", \"ratio\": " << (r.asio != 0 ? r.offload / r.asio : 0)
-                << ", \"target\": \"" << r.target << "\"}" << (i + 1 < rows.size() ? "," : "")
-                << "\n";
+                << ", \"ratio\": " << (r.asio != 0 ? r.offload / r.asio : 0) << ", \"target\": \""
+                << r.target << "\"}" << (i + 1 < rows.size() ? "," : "") << "\n";
     }
     std::cout << "  ]\n}\n";
     return;
@@ -599,8 +601,8 @@ static void print_rows(const std::vector<row>& rows, const options& opt, double 
   std::printf("machine: %s\n", machine_description().c_str());
   std::printf("spin ping-pong floor between two threads: %.3f us\n", floor_us);
   std::printf("repeats: %d (medians)%s\n\n", opt.repeats, opt.quick ? ", quick mode" : "");
-  std::printf("%-26s %-10s %14s %14s %9s  %s\n", "workload", "metric", "offload", "asio",
-              "ratio", "target");
+  std::printf("%-26s %-10s %14s %14s %9s  %s\n", "workload", "metric", "offload", "asio", "ratio",
+              "target");
   for (const auto& r : rows) {
     std::printf("%-26s %-10s %14.3f %14.3f %8.3fx  %s\n", r.workload.c_str(), r.metric.c_str(),
                 r.offload, r.asio, r.asio != 0 ? r.offload / r.asio : 0.0, r.target.c_str());
@@ -632,7 +634,8 @@ static std::vector<row> run_pinned_child(const char* self, const options& opt) {
   close(fds[1]);
   std::string out;
   char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;)
+    out.append(buf, static_cast<std::size_t>(n));
   close(fds[0]);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -656,11 +659,16 @@ int main(int argc, char** argv) {
   options opt;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--quick") opt.quick = true;
-    else if (a == "--json") opt.json = true;
-    else if (a == "--pinned-child") opt.pinned_child = true;
-    else if (a == "--no-pinned") opt.run_pinned = false;
-    else if (a == "--repeats" && i + 1 < argc) opt.repeats = std::atoi(argv[++i]);
+    if (a == "--quick")
+      opt.quick = true;
+    else if (a == "--json")
+      opt.json = true;
+    else if (a == "--pinned-child")
+      opt.pinned_child = true;
+    else if (a == "--no-pinned")
+      opt.run_pinned = false;
+    else if (a == "--repeats" && i + 1 < argc)
+      opt.repeats = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "usage: %s [--quick] [--json] [--repeats N] [--no-pinned]\n", argv[0]);
       return 2;
@@ -688,18 +696,21 @@ int main(int argc, char** argv) {
 
   const int per_producer = opt.quick ? 20000 : 500000;
   for (int producers : {1, 2}) {
-    auto [o3, a3] = alternate(opt.repeats, [&] { return w3_offload(producers, per_producer); },
-                              [&] { return w3_asio(producers, per_producer); });
+    auto [o3, a3] = alternate(
+        opt.repeats, [&] { return w3_offload(producers, per_producer); },
+        [&] { return w3_asio(producers, per_producer); });
     rows.push_back({"W3 call_soon_threadsafe x" + std::to_string(producers), "calls/s", o3[0],
                     a3[0], ">= 1.0x", true});
   }
   const int n4 = opt.quick ? 2000 : 20000;
-  auto [o4, a4] = alternate(opt.repeats, [&] { return w4_offload(n4); }, [&] { return w4_asio(n4); });
+  auto [o4, a4] = alternate(
+      opt.repeats, [&] { return w4_offload(n4); }, [&] { return w4_asio(n4); });
   rows.push_back({"W4 run_coroutine_threadsafe", "p50 us", o4[0], a4[0], "p50 < 5 us", false});
   rows.push_back({"W4 run_coroutine_threadsafe", "p99 us", o4[1], a4[1], "", false});
 
   const int ticks = opt.quick ? 50 : 200;
-  auto [o5, a5] = alternate(opt.repeats, [&] { return w5_offload(ticks); }, [&] { return w5_asio(ticks); });
+  auto [o5, a5] = alternate(
+      opt.repeats, [&] { return w5_offload(ticks); }, [&] { return w5_asio(ticks); });
   rows.push_back({"W5 tick lag", "p50 us", o5[0], a5[0], "", false});
   rows.push_back({"W5 tick lag", "p99 us", o5[1], a5[1], "p99 < 200 us", false});
 
@@ -708,18 +719,19 @@ int main(int argc, char** argv) {
   const std::uint64_t iters = opt.quick ? 2000000 : 20000000;
   std::vector<double> speedups;
   for (int r = 0; r < opt.repeats; ++r) speedups.push_back(w6(calls, iters)[0]);
-  rows.push_back({"W6 CPU-bound speed-up", "x inline", median(speedups),
-                  static_cast<double>(cores), ">= 0.9 x cores", true});
+  rows.push_back({"W6 CPU-bound speed-up", "x inline", median(speedups), static_cast<double>(cores),
+                  ">= 0.9 x cores", true});
 
   const int n7 = opt.quick ? 2000 : 20000;
   const std::size_t q7 = opt.quick ? 100000 : 1000000;
-  auto [o7, a7] = alternate(1, [&] { return w7_offload(n7, q7); }, [&] { return w7_asio(n7, q7); });
+  auto [o7, a7] = alternate(
+      1, [&] { return w7_offload(n7, q7); }, [&] { return w7_asio(n7, q7); });
   rows.push_back({"W7 allocations per call", "allocs", o7[0], a7[0], "<= 1", false});
   rows.push_back({"W7 bytes per queued call", "bytes", o7[1], a7[1], "<= 256", false});
 
   const auto idle = opt.quick ? 200ms : 1000ms;
-  auto [o8, a8] = alternate(opt.quick ? 1 : 3, [&] { return w89_offload(idle); },
-                            [&] { return w89_asio(idle); });
+  auto [o8, a8] = alternate(
+      opt.quick ? 1 : 3, [&] { return w89_offload(idle); }, [&] { return w89_asio(idle); });
   rows.push_back({"W8 idle CPU", "% core", o8[0], a8[0], "< 2%", false});
   rows.push_back({"W9 wake after idle", "us", o8[1], a8[1], "< 200 us", false});
 

@@ -57,8 +57,8 @@ inline offload::awaitable<void> sleep_for(std::chrono::steady_clock::duration d)
 /// Polls `pred` every millisecond (without blocking the loop) until it holds or `limit`
 /// passes; returns whether it held. `limit` is only a guard against hangs.
 template <typename Pred>
-offload::awaitable<bool> wait_until(Pred pred,
-                                    std::chrono::steady_clock::duration limit = std::chrono::seconds(20)) {
+offload::awaitable<bool> wait_until(
+    Pred pred, std::chrono::steady_clock::duration limit = std::chrono::seconds(20)) {
   const auto give_up = std::chrono::steady_clock::now() + limit;
   while (!pred()) {
     if (std::chrono::steady_clock::now() > give_up) co_return false;

@@ -12,12 +12,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
-#include <memory>
-#include <type_traits>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 #if defined(__linux__)
 #include <pthread.h>
@@ -41,9 +41,7 @@ struct counted {
 
   int value = 0;
 
-  counted() noexcept
-    requires DefaultConstructible
-  {}
+  counted() noexcept requires DefaultConstructible {}
   explicit counted(int v) noexcept : value(v) {}
   counted(const counted& other) noexcept : value(other.value) { ++copies; }
   counted(counted&& other) noexcept : value(other.value) { ++moves; }

@@ -31,7 +31,7 @@ struct invoke_result_of {
   using type = std::invoke_result_t<F&&, Args&&...>;
 };
 template <typename F, typename... Args>
-  requires takes_stop_token<F, Args...>
+requires takes_stop_token<F, Args...>
 struct invoke_result_of<F, Args...> {
   using type = std::invoke_result_t<F&&, std::stop_token, Args&&...>;
 };
@@ -44,8 +44,8 @@ class bound_call {
  public:
   static constexpr bool stoppable = takes_stop_token<F, Args...>;
   using invoke_result = typename invoke_result_of<F, Args...>::type;
-  using value_type = std::conditional_t<std::is_void_v<invoke_result>, void,
-                                        std::remove_cvref_t<invoke_result>>;
+  using value_type =
+      std::conditional_t<std::is_void_v<invoke_result>, void, std::remove_cvref_t<invoke_result>>;
 
   template <typename F2, typename... A2>
   explicit bound_call(F2&& f, A2&&... args)
@@ -75,8 +75,7 @@ class bound_call {
 /// std::optional<R> for a result that cannot be default-constructed (an error carries none).
 template <typename R>
 struct completion_signature {
-  using type = std::conditional_t<std::is_default_constructible_v<R>,
-                                  void(std::exception_ptr, R),
+  using type = std::conditional_t<std::is_default_constructible_v<R>, void(std::exception_ptr, R),
                                   void(std::exception_ptr, std::optional<R>)>;
 };
 template <>
@@ -156,14 +155,12 @@ class call_op final : public op_base {
  public:
   using value_type = typename Call::value_type;
   using handler_executor = net::associated_executor_t<Handler>;
-  using work_type = std::decay_t<decltype(net::prefer(
-      std::declval<const handler_executor&>(), net::execution::outstanding_work.tracked))>;
+  using work_type = std::decay_t<decltype(net::prefer(std::declval<const handler_executor&>(),
+                                                      net::execution::outstanding_work.tracked))>;
   using handler_allocator = net::associated_allocator_t<Handler>;
-  using allocator_type =
-      std::conditional_t<std::is_same_v<handler_allocator, std::allocator<void>>,
-                         op_allocator<call_op>,
-                         typename std::allocator_traits<
-                             handler_allocator>::template rebind_alloc<call_op>>;
+  using allocator_type = std::conditional_t<
+      std::is_same_v<handler_allocator, std::allocator<void>>, op_allocator<call_op>,
+      typename std::allocator_traits<handler_allocator>::template rebind_alloc<call_op>>;
 
   /// Allocates the node with the handler's allocator, or offload's per-thread cache, and
   /// connects it to the handler's cancellation slot.

@@ -31,7 +31,7 @@ class completion_queue {
       op->next = old;
     } while (!head_.compare_exchange_weak(old, op, std::memory_order_seq_cst,
                                           std::memory_order_relaxed));
-    if (old != nullptr) return;  // a drain is already on its way
+    if (old != nullptr) return;                           // a drain is already on its way
     if (closed_.load(std::memory_order_seq_cst)) return;  // the owner collects it
     // A loop spinning on this queue takes the drain duty over: no cross-thread post.
     if (consumer_spinning_.exchange(false, std::memory_order_acq_rel)) return;
@@ -47,9 +47,7 @@ class completion_queue {
   /// The loop thread is about to spin waiting for completions; see `end_spin`.
   void begin_spin() noexcept { consumer_spinning_.store(true, std::memory_order_seq_cst); }
   /// A producer handed over the drain duty while we spun.
-  bool handed_over() const noexcept {
-    return !consumer_spinning_.load(std::memory_order_acquire);
-  }
+  bool handed_over() const noexcept { return !consumer_spinning_.load(std::memory_order_acquire); }
   /// Ends a spin; if a producer handed the drain over, schedules it from this thread.
   void end_spin() {
     if (!consumer_spinning_.exchange(false, std::memory_order_acq_rel)) schedule_drain();
@@ -70,7 +68,6 @@ class completion_queue {
     tail->next = fifo;
     return std::exchange(backlog_, nullptr);
   }
-
 
  protected:
   virtual void schedule_drain() = 0;

@@ -98,7 +98,6 @@ class offload_service final : public net::execution_context::service {
   }
 
  public:
-
   /// The queue for coroutines that run on the io_context's own executor (no event_loop).
   completion_queue* io_queue(net::io_context& io) noexcept {
     if (static_cast<net::execution_context*>(&io) != &context()) return nullptr;
@@ -106,9 +105,8 @@ class offload_service final : public net::execution_context::service {
     std::lock_guard<std::mutex> lock(mutex_);
     set_io_locked(io);
     if (!io_queue_owner_) {
-      io_queue_owner_ =
-          std::make_unique<basic_completion_queue<net::io_context::executor_type>>(
-              io.get_executor());
+      io_queue_owner_ = std::make_unique<basic_completion_queue<net::io_context::executor_type>>(
+          io.get_executor());
       io_queue_.store(io_queue_owner_.get(), std::memory_order_release);
     }
     return io_queue_owner_.get();
@@ -141,7 +139,8 @@ class offload_service final : public net::execution_context::service {
 
   void detach_loop(const void* loop) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (loop_.load(std::memory_order_relaxed) == loop) loop_.store(nullptr, std::memory_order_release);
+    if (loop_.load(std::memory_order_relaxed) == loop)
+      loop_.store(nullptr, std::memory_order_release);
   }
 
   /// The default executor: created on first use.

@@ -13,8 +13,8 @@ class unique_function {
  public:
   unique_function() = default;
   template <typename F>
-    requires(!std::is_same_v<std::decay_t<F>, unique_function>)
-  unique_function(F&& f) : impl_(std::make_unique<model<std::decay_t<F>>>(std::forward<F>(f))) {}
+  requires(!std::is_same_v<std::decay_t<F>, unique_function>) unique_function(F&& f)
+      : impl_(std::make_unique<model<std::decay_t<F>>>(std::forward<F>(f))) {}
 
   explicit operator bool() const noexcept { return impl_ != nullptr; }
   void operator()() { impl_->call(); }
