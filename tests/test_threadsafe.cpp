@@ -56,24 +56,10 @@ using offload_test::yield_once;
 
 // -- probes ------------------------------------------------------------------------------------
 
-struct my_error : std::runtime_error {
-  explicit my_error(int c) : std::runtime_error("my_error"), code(c) {}
-  int code;
-};
-
-using flag_ptr = std::shared_ptr<std::atomic<bool>>;
-flag_ptr make_flag() { return std::make_shared<std::atomic<bool>>(false); }
-
-/// Sets its flag when destroyed: shows whether a coroutine frame was torn down.
-struct raii_flag {
-  explicit raii_flag(flag_ptr f) : flag(std::move(f)) {}
-  raii_flag(raii_flag&& other) noexcept : flag(std::move(other.flag)) {}
-  raii_flag& operator=(raii_flag&&) = delete;
-  ~raii_flag() {
-    if (flag) flag->store(true);
-  }
-  flag_ptr flag;
-};
+using offload_test::flag_ptr;
+using offload_test::make_flag;
+using offload_test::my_error;
+using offload_test::raii_flag;
 
 /// The code of the std::system_error inside `e` (empty if none, or another exception).
 std::error_code code_of(std::exception_ptr e) {

@@ -5,9 +5,12 @@
 
 #include <offload/config.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -120,5 +123,25 @@ class stderr_capture {
   int saved_ = -1;
 };
 #endif
+
+/// An exception type of the tests' own, carrying a value to check after a round trip.
+struct my_error : std::runtime_error {
+  explicit my_error(int c) : std::runtime_error("my_error"), code(c) {}
+  int code;
+};
+
+using flag_ptr = std::shared_ptr<std::atomic<bool>>;
+inline flag_ptr make_flag() { return std::make_shared<std::atomic<bool>>(false); }
+
+/// Sets its flag when destroyed: shows whether (and when) a coroutine frame was torn down.
+struct raii_flag {
+  explicit raii_flag(flag_ptr f) : flag(std::move(f)) {}
+  raii_flag(raii_flag&& other) noexcept : flag(std::move(other.flag)) {}
+  raii_flag& operator=(raii_flag&&) = delete;
+  ~raii_flag() {
+    if (flag) flag->store(true);
+  }
+  flag_ptr flag;
+};
 
 }  // namespace offload_test
