@@ -36,6 +36,7 @@ using offload_test::yield_once;
 
 // -- probes ------------------------------------------------------------------------------------
 
+using offload_test::eventually;
 using offload_test::flag_ptr;
 using offload_test::make_flag;
 using offload_test::my_error;
@@ -50,17 +51,6 @@ bool is_operation_aborted(std::exception_ptr e) {
   } catch (...) {
   }
   return false;
-}
-
-/// Polls `pred` (1 ms steps) until it holds or `max` passes. Only an anti-hang guard.
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds max = 10s) {
-  const auto deadline = clock_type::now() + max;
-  while (!pred()) {
-    if (clock_type::now() > deadline) return pred();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
 }
 
 // -- coroutines --------------------------------------------------------------------------------

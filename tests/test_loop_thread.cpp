@@ -37,6 +37,8 @@ using offload_test::yield_once;
 
 // -- probes ------------------------------------------------------------------------------------
 
+using offload_test::code_of;
+using offload_test::eventually;
 using offload_test::flag_ptr;
 using offload_test::make_flag;
 using offload_test::my_error;
@@ -46,28 +48,6 @@ using offload_test::raii_flag;
 void flag_on_thread_exit(flag_ptr flag) {
   thread_local raii_flag on_exit{nullptr};
   on_exit.flag = std::move(flag);
-}
-
-/// The code of the std::system_error inside `e` (empty if none, or another exception).
-std::error_code code_of(std::exception_ptr e) {
-  try {
-    if (e) std::rethrow_exception(e);
-  } catch (const std::system_error& se) {
-    return se.code();
-  } catch (...) {
-  }
-  return {};
-}
-
-/// Polls `pred` (1 ms steps) until it holds or `max` passes. Only an anti-hang guard.
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds max = 10s) {
-  const auto deadline = clock_type::now() + max;
-  while (!pred()) {
-    if (clock_type::now() > deadline) return pred();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
 }
 
 /// Runs `f` on a detached thread and waits up to `limit` for it: a hang fails the test instead

@@ -56,32 +56,12 @@ using offload_test::yield_once;
 
 // -- probes ------------------------------------------------------------------------------------
 
+using offload_test::code_of;
+using offload_test::eventually;
 using offload_test::flag_ptr;
 using offload_test::make_flag;
 using offload_test::my_error;
 using offload_test::raii_flag;
-
-/// The code of the std::system_error inside `e` (empty if none, or another exception).
-std::error_code code_of(std::exception_ptr e) {
-  try {
-    if (e) std::rethrow_exception(e);
-  } catch (const std::system_error& se) {
-    return se.code();
-  } catch (...) {
-  }
-  return {};
-}
-
-/// Polls `pred` (1 ms steps) until it holds or `max` passes. Only an anti-hang guard.
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds max = 10s) {
-  const auto deadline = clock_type::now() + max;
-  while (!pred()) {
-    if (clock_type::now() > deadline) return pred();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
 
 // -- coroutines --------------------------------------------------------------------------------
 

@@ -4,15 +4,18 @@
 #pragma once
 
 #include <offload/config.hpp>
+#include <offload/detail/thread_name.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #if defined(__linux__)
@@ -71,13 +74,7 @@ offload::awaitable<bool> wait_until(
 }
 
 /// The calling thread's name as the OS has it (empty where unsupported).
-inline std::string this_thread_name() {
-#if defined(__linux__)
-  char buf[64] = {};
-  if (pthread_getname_np(pthread_self(), buf, sizeof(buf)) == 0) return buf;
-#endif
-  return {};
-}
+inline std::string this_thread_name() { return offload::detail::current_thread_name(); }
 
 inline bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
@@ -143,5 +140,27 @@ struct raii_flag {
   }
   flag_ptr flag;
 };
+
+/// The code of the std::system_error inside `e` (empty if none, or another exception).
+inline std::error_code code_of(std::exception_ptr e) {
+  try {
+    if (e) std::rethrow_exception(e);
+  } catch (const std::system_error& se) {
+    return se.code();
+  } catch (...) {
+  }
+  return {};
+}
+
+/// Polls `pred` (1 ms steps) until it holds or `max` passes. Only an anti-hang guard.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::milliseconds max = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + max;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return pred();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
 
 }  // namespace offload_test

@@ -5,6 +5,7 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/detail/thread_name.hpp>
 #include <offload/event_loop.hpp>
 #include <offload/to_thread.hpp>
 
@@ -118,13 +119,7 @@ bool eventually(Pred pred, std::chrono::milliseconds max = 5s) {
 }
 
 /// The calling thread's name as the OS shows it.
-inline std::string this_thread_name() {
-#if defined(__linux__)
-  char buf[64] = {};
-  if (pthread_getname_np(pthread_self(), buf, sizeof(buf)) == 0) return buf;
-#endif
-  return {};
-}
+inline std::string this_thread_name() { return offload::detail::current_thread_name(); }
 
 inline void set_this_thread_name(const char* name) {
 #if defined(__linux__)
