@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-constexpr std::uint32_t limit = 1'500'000;  // count the primes below this
+constexpr std::uint32_t limit = 1'500'000;   // count the primes below this
 constexpr std::uint32_t expected = 114'155;  // pi(1,500,000)
 
 /// Pure computation: how many primes in [begin, end). Later chunks cost more (bigger divisors).

@@ -64,7 +64,8 @@ struct fetched {
 
 fetched fetch(const std::string& url) {
   CURL* curl = thread_curl.get();
-  if (curl == nullptr) throw std::logic_error("fetch ran on a thread the initializer did not set up");
+  if (curl == nullptr)
+    throw std::logic_error("fetch ran on a thread the initializer did not set up");
   curl_easy_reset(curl);  // the handle keeps its connection cache; options start afresh
   std::string body;
   curl_write_callback append = [](char* data, std::size_t size, std::size_t n, void* out) {
@@ -122,8 +123,8 @@ offload::awaitable<bool> main_coro(const offload_examples::local_http_server& se
   for (auto& t : tasks) results.push_back(co_await t.join());
   const auto took = std::chrono::steady_clock::now() - start;
 
-  bool all_ok = std::all_of(results.begin(), results.end(),
-                            [](const fetched& f) { return f.status == 200; });
+  bool all_ok =
+      std::all_of(results.begin(), results.end(), [](const fetched& f) { return f.status == 200; });
   std::set<std::string> names;
   std::set<const void*> handles;
   for (const fetched& f : results) {
@@ -145,8 +146,9 @@ offload::awaitable<bool> main_coro(const offload_examples::local_http_server& se
   const bool once_per_thread = initializer_runs.load() == static_cast<int>(s.peak_workers);
   std::cout << "the initializer ran once per thread: " << once_per_thread << "\n";
   std::cout << "peak workers within max_workers (20): " << (s.peak_workers <= 20) << "\n";
-  co_return all_ok && named && once_per_thread && s.peak_workers <= 20 && s.completed == calls &&
-      handles.size() == names.size();
+  const bool ok = all_ok && named && once_per_thread && s.peak_workers <= 20 &&
+                  s.completed == calls && handles.size() == names.size();
+  co_return ok;
 }
 
 int main() {

@@ -26,7 +26,9 @@ using namespace std::chrono_literals;
 using offload_examples::http_get;
 using offload_examples::http_response;
 
-double as_ms(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double as_ms(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 // Ticks every 10 ms while `running`, and records the longest gap between two ticks.
 offload::awaitable<void> ticker(const bool& running, std::chrono::nanoseconds& longest_gap) {

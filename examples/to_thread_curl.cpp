@@ -66,8 +66,7 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 // A port on 127.0.0.1 that nothing listens on: bound by the system, then released.
 unsigned short closed_port() {
   offload::net::io_context ctx;
-  offload::net::ip::tcp::acceptor probe(
-      ctx, {offload::net::ip::make_address("127.0.0.1"), 0});
+  offload::net::ip::tcp::acceptor probe(ctx, {offload::net::ip::make_address("127.0.0.1"), 0});
   return probe.local_endpoint().port();
 }
 

@@ -149,12 +149,18 @@ class local_http_server {
 
   static const char* reason(int status) {
     switch (status) {
-      case 200: return "OK";
-      case 400: return "Bad Request";
-      case 404: return "Not Found";
-      case 500: return "Internal Server Error";
-      case 503: return "Service Unavailable";
-      default: return "Status";
+      case 200:
+        return "OK";
+      case 400:
+        return "Bad Request";
+      case 404:
+        return "Not Found";
+      case 500:
+        return "Internal Server Error";
+      case 503:
+        return "Service Unavailable";
+      default:
+        return "Status";
     }
   }
 
@@ -172,9 +178,9 @@ class local_http_server {
   static offload::awaitable<void> session(tcp::socket socket, std::shared_ptr<state> s) {
     offload::net_error_code ec;
     std::string in;
-    co_await offload::net::async_read_until(socket, offload::net::dynamic_buffer(in, 16 * 1024),
-                                            "\r\n\r\n",
-                                            offload::net::redirect_error(offload::net::use_awaitable, ec));
+    co_await offload::net::async_read_until(
+        socket, offload::net::dynamic_buffer(in, 16 * 1024), "\r\n\r\n",
+        offload::net::redirect_error(offload::net::use_awaitable, ec));
     if (ec) co_return;
 
     std::optional<request> r = parse(in);
@@ -188,13 +194,15 @@ class local_http_server {
       status = r->status;
       body = "hello from 127.0.0.1: " + r->path + "\n";
     }
-    std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) +
-                      "\r\nContent-Type: text/plain\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    std::string out =
+        "HTTP/1.1 " + std::to_string(status) + " " + reason(status) +
+        "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\nConnection: close\r\n\r\n" + body;
     // Counted before the write: a client that has its answer sees it counted.
     s->served.fetch_add(1, std::memory_order_acq_rel);
-    co_await offload::net::async_write(socket, offload::net::buffer(out),
-                                       offload::net::redirect_error(offload::net::use_awaitable, ec));
+    co_await offload::net::async_write(
+        socket, offload::net::buffer(out),
+        offload::net::redirect_error(offload::net::use_awaitable, ec));
     socket.shutdown(tcp::socket::shutdown_send, ec);
     socket.close(ec);
   }
