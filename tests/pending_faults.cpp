@@ -22,9 +22,22 @@
 // as the submit failure path already does via op->immediate); or build the node before
 // async_initiate (in run_in_executor, at the call expression), so it can throw there.
 //
-// Repro (any of the three test cases below, e.g. the first): build this file like a test and run
+// Repro (any of the first three test cases below, e.g. the first): build this file like a test and run
 // it; expected: all pass; actual: "terminate called after throwing an instance of 'arg_fault'"
 // (resp. 'std::bad_alloc'), SIGABRT.
+//
+// LIBRARY BUG 2 (last test case): a thread_pool whose constructor cannot create one of its
+// min_workers threads after the first calls std::terminate ("terminate called without an active
+// exception"). thread_pool(options) spawns min_workers threads under its lock; when a later
+// spawn_locked() throws (std::thread's allocation here; std::system_error(EAGAIN) when the OS
+// refuses a thread), the exception leaves the constructor with the earlier threads still
+// running: the workers_ list is destroyed with a joinable std::thread in it (std::terminate), and
+// those threads would go on using the destroyed pool. Expected: the constructor throws that error
+// after stopping and joining the threads it started (or the pool is built with fewer threads and
+// starts the rest on demand, as it does after construction).
+// Minimal repro: replace operator new so that the 3rd allocation on this thread throws, then
+//   offload::thread_pool_options o; o.min_workers = 3; o.max_workers = 4;
+//   offload::thread_pool pool(std::move(o));   // terminates instead of throwing bad_alloc
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
@@ -232,5 +245,43 @@ TEST_CASE("co_await on an io_context with no event_loop, each allocation of its 
     }
     CHECK(a.bad_alloc);
     CHECK_FALSE(a.got_value);
+  }
+}
+
+TEST_CASE("thread_pool constructor, a min_workers thread after the first cannot be created: "
+          "the constructor throws it and leaves no thread behind (today: std::terminate)",
+          "[faults][alloc][thread][pending]") {
+  long allocations = 0;
+  {
+    offload::thread_pool_options o;
+    o.min_workers = 3;
+    o.max_workers = 4;
+    o.thread_name_prefix = "ctor";
+    alloc_fault::arm(0);
+    offload::thread_pool pool(std::move(o));
+    allocations = alloc_fault::disarm();
+    CHECK(pool.stats().workers == 3);
+  }
+  REQUIRE(allocations >= 3);
+  for (long n = 1; n <= allocations; ++n) {
+    INFO("allocation #" << n << " of " << allocations << " fails");
+    offload::thread_pool_options o;
+    o.min_workers = 3;
+    o.max_workers = 4;
+    o.thread_name_prefix = "ctor";
+    bool threw = false;
+    bool usable = false;
+    alloc_fault::arm(n);
+    try {
+      offload::thread_pool pool(std::move(o));  // terminates here today, from n = 3 on
+      alloc_fault::disarm();
+      // Or built with fewer threads: then it must still run calls.
+      auto f = [] { return 1; };
+      usable = offload::async_run(pool, f, net::use_future).get() == 1;
+    } catch (const std::bad_alloc&) {
+      alloc_fault::disarm();
+      threw = true;
+    }
+    CHECK((threw || usable));
   }
 }
