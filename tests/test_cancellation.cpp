@@ -2,6 +2,7 @@
 // not started never runs; a running one is asked to stop (std::stop_token, check_cancelled) and,
 // under the default wait policy, its awaiter resumes only once f has returned.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 
 #include <offload/offload.hpp>
 
@@ -14,7 +15,9 @@
 #include <atomic>
 #include <chrono>
 #include <latch>
+#include <memory>
 #include <stop_token>
+#include <string>
 #include <thread>
 
 namespace net = offload::net;
@@ -245,4 +248,214 @@ TEST_CASE("an uncancelled call still delivers its result with a cancellation slo
   CHECK(value == 5);
   CHECK_FALSE(saw_stop.load());
   signal.emit(net::cancellation_type::terminal);  // after completion: nothing left to cancel
+}
+
+// -- cancel_policy::abandon -----------------------------------------------------------------------
+
+namespace {
+// on_abandoned is a plain function: what it records lives here.
+struct abandoned_log {
+  std::atomic<int> calls{0};
+  std::atomic<bool> had_error{false};
+  std::atomic<bool> got_null{false};
+  std::atomic<int> error_code{0};
+  std::atomic<std::thread::id> thread{};
+} g_abandoned;
+
+void record_abandoned(std::exception_ptr e) {
+  g_abandoned.thread.store(std::this_thread::get_id());
+  g_abandoned.got_null.store(e == nullptr);
+  try {
+    if (e) std::rethrow_exception(e);
+  } catch (const offload_test::my_error& err) {
+    g_abandoned.had_error.store(true);
+    g_abandoned.error_code.store(err.code);
+  }
+  g_abandoned.calls.fetch_add(1);
+}
+
+void reset_abandoned() {
+  g_abandoned.calls = 0;
+  g_abandoned.had_error = false;
+  g_abandoned.got_null = false;
+  g_abandoned.error_code = 0;
+  g_abandoned.thread = std::thread::id{};
+}
+
+offload::awaitable<void> abandoning_call(std::latch* release, std::atomic<bool>* returned) {
+  auto f = [release, returned] {
+    release->wait();
+    returned->store(true);
+    throw offload_test::my_error(42);
+  };
+  co_await offload::to_thread(
+      {.policy = offload::cancel_policy::abandon, .on_abandoned = record_abandoned},
+      std::move(f));
+}
+}  // namespace
+
+TEST_CASE(
+    "abandon policy: the awaiter resumes at once while f is still blocked; f's later exception "
+    "reaches on_abandoned once, on the worker",
+    "[cancellation][abandon]") {
+  reset_abandoned();
+  offload::event_loop loop;
+  std::latch release(1);
+  std::atomic<bool> returned{false};
+  outcome result;
+  net::cancellation_signal signal;
+  net::co_spawn(loop.get_executor(), abandoning_call(&release, &returned),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  result = {e, true};
+                }));
+  REQUIRE(run_until(loop, [&] { return loop.default_executor_pool().stats().running == 1; }));
+  const auto cancelled_at = std::chrono::steady_clock::now();
+  signal.emit(net::cancellation_type::terminal);
+  REQUIRE(run_until(loop, [&] { return result.done; }));
+  const auto resumed_after = std::chrono::steady_clock::now() - cancelled_at;
+  CHECK(is_cancelled(result.error));
+  CHECK_FALSE(returned.load());  // f is still blocked on the latch
+  CHECK(resumed_after < 50ms);
+  CHECK(g_abandoned.calls.load() == 0);
+
+  release.count_down();
+  REQUIRE(offload_test::eventually([&] { return g_abandoned.calls.load() == 1; }));
+  CHECK(g_abandoned.had_error.load());
+  CHECK(g_abandoned.error_code.load() == 42);
+  CHECK(g_abandoned.thread.load() != std::this_thread::get_id());
+  run_for(loop, 20ms);
+  CHECK(g_abandoned.calls.load() == 1);
+  CHECK(offload_test::eventually([&] { return loop.default_executor_pool().stats().running == 0; }));
+}
+
+TEST_CASE("abandon policy: a result nobody awaits any more is dropped (on_abandoned gets null)",
+          "[cancellation][abandon]") {
+  reset_abandoned();
+  offload::event_loop loop;
+  std::latch release(1);
+  auto destroyed = offload_test::make_flag();
+  outcome result;
+  net::cancellation_signal signal;
+  auto coro = [](std::latch* rel, offload_test::flag_ptr flag) -> offload::awaitable<void> {
+    auto f = [rel, guard = std::make_shared<offload_test::raii_flag>(flag)] {
+      rel->wait();
+      return std::string(1000, 'x');
+    };
+    (void)co_await offload::to_thread(
+        {.policy = offload::cancel_policy::abandon, .on_abandoned = record_abandoned},
+        std::move(f));
+  };
+  net::co_spawn(loop.get_executor(), coro(&release, destroyed),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  result = {e, true};
+                }));
+  REQUIRE(run_until(loop, [&] { return loop.default_executor_pool().stats().running == 1; }));
+  signal.emit(net::cancellation_type::terminal);
+  REQUIRE(run_until(loop, [&] { return result.done; }));
+  CHECK(is_cancelled(result.error));
+  CHECK_FALSE(destroyed->load());  // f (and what it owns) is alive while it runs
+  release.count_down();
+  REQUIRE(offload_test::eventually([&] { return g_abandoned.calls.load() == 1; }));
+  CHECK(g_abandoned.got_null.load());
+  CHECK(offload_test::eventually([&] { return destroyed->load(); }));
+}
+
+TEST_CASE("abandon policy: a call cancelled before it started never runs",
+          "[cancellation][abandon]") {
+  reset_abandoned();
+  offload::thread_pool pool(1);
+  offload::event_loop loop;
+  std::latch release(1);
+  std::atomic<bool> ran{false};
+  outcome blocker, queued;
+  net::co_spawn(loop.get_executor(), block_on(pool, &release), [&](std::exception_ptr e) {
+    blocker = {e, true};
+  });
+  auto coro = [](offload::thread_pool& p, std::atomic<bool>* r) -> offload::awaitable<void> {
+    auto f = [r] { r->store(true); };
+    co_await offload::run_in_executor(
+        p, {.policy = offload::cancel_policy::abandon, .on_abandoned = record_abandoned},
+        std::move(f));
+  };
+  net::cancellation_signal signal;
+  net::co_spawn(loop.get_executor(), coro(pool, &ran),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  queued = {e, true};
+                }));
+  REQUIRE(run_until(loop, [&] { return pool.stats().running == 1; }));
+  signal.emit(net::cancellation_type::terminal);
+  REQUIRE(run_until(loop, [&] { return queued.done; }));
+  CHECK(is_cancelled(queued.error));
+  release.count_down();
+  REQUIRE(run_until(loop, [&] { return blocker.done; }));
+  pool.shutdown();
+  CHECK_FALSE(ran.load());
+  CHECK(g_abandoned.calls.load() == 0);  // nothing ran, so nothing was abandoned
+}
+
+TEST_CASE("an awaiter already cancelled when it calls never submits f",
+          "[cancellation]") {
+  offload::thread_pool pool(1);
+  offload::event_loop loop;
+  std::atomic<bool> ran{false};
+  outcome result;
+  net::cancellation_signal signal;
+  auto coro = [](offload::thread_pool& p, std::atomic<bool>* r) -> offload::awaitable<void> {
+    // Cancelled while it waits on a timer; it swallows that, then tries to offload.
+    net::steady_timer timer(co_await net::this_coro::executor, 10s);
+    try {
+      co_await timer.async_wait(net::use_awaitable);
+    } catch (const net::system_error&) {
+    }
+    auto f = [r] { r->store(true); };
+    co_await offload::run_in_executor(p, std::move(f));
+  };
+  net::co_spawn(loop.get_executor(), coro(pool, &ran),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  result = {e, true};
+                }));
+  run_for(loop, 5ms);
+  signal.emit(net::cancellation_type::terminal);
+  REQUIRE(run_until(loop, [&] { return result.done; }));
+  CHECK(is_cancelled(result.error));
+  pool.shutdown();
+  CHECK_FALSE(ran.load());
+  CHECK(pool.stats().completed == 0);
+}
+
+TEST_CASE(
+    "a call cancelled before it started, awaited on a strand of the caller's own, lets its "
+    "io_context be destroyed",
+    "[cancellation][shutdown]") {
+  offload::thread_pool pool(1);
+  std::latch release(1);
+  std::atomic<bool> ran{false};
+  auto io = std::make_unique<net::io_context>();
+  auto strand = net::make_strand(*io);
+  outcome blocker, queued;
+  net::co_spawn(strand, block_on(pool, &release), [&](std::exception_ptr e) {
+    blocker = {e, true};
+  });
+  net::cancellation_signal signal;
+  net::co_spawn(strand, call_on(pool, &ran),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  queued = {e, true};
+                }));
+  while (pool.stats().running != 1) io->run_for(1ms);
+  net::post(strand, [&] { signal.emit(net::cancellation_type::terminal); });
+  while (!queued.done) io->run_for(1ms);
+  CHECK(is_cancelled(queued.error));
+  release.count_down();
+  while (!blocker.done) io->run_for(1ms);
+  // Every call has been answered: destroying the context must not wait for anything.
+  std::atomic<bool> destroyed{false};
+  std::thread destroyer([&] {
+    io.reset();
+    destroyed.store(true);
+  });
+  const bool in_time = offload_test::eventually([&] { return destroyed.load(); }, 10s);
+  CHECK(in_time);
+  if (!in_time) std::abort();  // a hang here is the bug; do not wait for ctest's timeout
+  destroyer.join();
+  CHECK_FALSE(ran.load());
 }

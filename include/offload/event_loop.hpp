@@ -575,10 +575,15 @@ class event_loop {
 
   // -- executors -----------------------------------------------------------------------------
 
-  template <typename Target, typename F, typename... Args>
+  template <typename Target, detail::not_options F, typename... Args>
   auto run_in_executor(Target&& target, F&& f, Args&&... args) {
     return offload::run_in_executor(std::forward<Target>(target), std::forward<F>(f),
                                     std::forward<Args>(args)...);
+  }
+  template <typename Target, typename F, typename... Args>
+  auto run_in_executor(Target&& target, call_options options, F&& f, Args&&... args) {
+    return offload::run_in_executor(std::forward<Target>(target), std::move(options),
+                                    std::forward<F>(f), std::forward<Args>(args)...);
   }
 
   /// The default executor (created on first use).

@@ -4,10 +4,13 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/call_options.hpp>
 #include <offload/config.hpp>
+#include <offload/context.hpp>
 #include <offload/detail/call_op.hpp>
 #include <offload/detail/service.hpp>
 #include <offload/errors.hpp>
+#include <offload/limiter.hpp>
 #include <offload/thread_pool.hpp>
 
 #include <atomic>
@@ -192,9 +195,10 @@ void submit_to(T& target, op_base* op, offload_service* default_owner, bool may_
   }
 }
 
-template <typename Target>
+template <typename Target, typename Extras = no_extras>
 struct initiate_run {
   target_holder<Target> target;
+  Extras extras;
 
   template <typename Handler, typename Call>
   void operator()(Handler&& handler, Call&& call) {
@@ -218,9 +222,13 @@ struct initiate_run {
                   "offload::async_run(default_executor) with a handler that has no executor "
                   "(bind one with asio::bind_executor)");
     }
-    auto* op = call_op<std::decay_t<Call>, handler_type>::create(std::move(call), std::move(h),
-                                                                 queue, home);
+    auto* op = call_op<std::decay_t<Call>, handler_type, Extras>::create(
+        std::move(call), std::move(h), queue, home, std::move(extras));
     try {
+      op->set_context(context_registry::instance().capture());
+      if constexpr (std::is_same_v<Extras, call_extras>) {
+        if (!take_token(op, default_owner, !no_loop)) return;  // queued for a token
+      }
       submit_to(target.get(), op, default_owner, !no_loop);
     } catch (...) {
       if (no_loop) {
@@ -232,6 +240,27 @@ struct initiate_run {
       op->immediate = true;
       op->fail(std::current_exception());
     }
+  }
+
+  // False: the limiter queued the call; the thread that frees a token submits it.
+  template <typename Op>
+  bool take_token(Op* op, offload_service* default_owner, bool may_wait) {
+    limiter_state* limiter = op->extras().limiter.get();
+    if (limiter == nullptr || limiter->try_acquire()) {
+      op->extras().holds_token = limiter != nullptr;
+      return true;
+    }
+    op->extras().resubmit = [op, t = target, default_owner, may_wait]() mutable {
+      try {
+        submit_to(t.get(), op, default_owner, may_wait);
+      } catch (...) {
+        op->fail(std::current_exception());
+      }
+    };
+    if (!limiter->acquire_or_enqueue(op)) return false;
+    op->extras().resubmit = {};
+    op->extras().holds_token = true;
+    return true;
   }
 };
 
@@ -287,39 +316,85 @@ auto async_run(Target&& target, F&& f, Token&& token) {
   using signature = detail::completion_signature_t<typename call_type::value_type>;
   return net::async_initiate<Token, signature>(
       detail::initiate_run<Target>{
-          detail::target_holder<Target>::make(std::forward<Target>(target))},
+          detail::target_holder<Target>::make(std::forward<Target>(target)), {}},
       token, call_type(std::forward<F>(f)));
 }
 
-/// `co_await run_in_executor(ex, f, args...)`: runs `std::invoke(f, args...)` on `ex` and
-/// resumes on the awaiting coroutine's executor with the result, or rethrows f's exception.
-template <typename Target, typename F, typename... Args>
-requires detail::runs_calls<std::remove_cvref_t<Target>>
-auto run_in_executor(Target&& target, F&& f, Args&&... args)
-    -> awaitable<detail::call_value_t<F, Args...>> {
-  detail::check_call<F, Args...>();
-  if constexpr (detail::callable_with<F, Args...>) {
-    using call_type = detail::call_for<F, Args...>;
+/// async_run with per-call options (cancel policy, capacity limiter).
+template <typename Target, typename F, typename Token>
+requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
+auto async_run(Target&& target, call_options options, F&& f, Token&& token) {
+  using call_type = detail::call_for<F>;
+  using signature = detail::completion_signature_t<typename call_type::value_type>;
+  return net::async_initiate<Token, signature>(
+      detail::initiate_run<Target, detail::call_extras>{
+          detail::target_holder<Target>::make(std::forward<Target>(target)),
+          detail::call_extras(options)},
+      token, call_type(std::forward<F>(f)));
+}
+
+namespace detail {
+
+template <typename T>
+concept not_options = !std::is_same_v<std::remove_cvref_t<T>, call_options>;
+
+template <typename Target, typename Extras, typename F, typename... Args>
+auto offload_call(Target&& target, Extras&& extras, F&& f, Args&&... args)
+    -> awaitable<call_value_t<F, Args...>> {
+  check_call<F, Args...>();
+  if constexpr (callable_with<F, Args...>) {
+    using call_type = call_for<F, Args...>;
     using value_type = typename call_type::value_type;
-    using signature = detail::completion_signature_t<value_type>;
+    using signature = completion_signature_t<value_type>;
     auto op = net::async_initiate<const net::use_awaitable_t<>&, signature>(
-        detail::initiate_run<Target>{
-            detail::target_holder<Target>::make(std::forward<Target>(target))},
+        initiate_run<Target, std::decay_t<Extras>>{
+            target_holder<Target>::make(std::forward<Target>(target)), std::move(extras)},
         net::use_awaitable, call_type(std::forward<F>(f), std::forward<Args>(args)...));
     if constexpr (std::is_void_v<value_type> || std::is_default_constructible_v<value_type>) {
       return op;
     } else {
-      return detail::unwrap_optional<value_type>(std::move(op));
+      return unwrap_optional<value_type>(std::move(op));
     }
   } else {
     return {};
   }
 }
 
+}  // namespace detail
+
+/// `co_await run_in_executor(ex, f, args...)`: runs `std::invoke(f, args...)` on `ex` and
+/// resumes on the awaiting coroutine's executor with the result, or rethrows f's exception.
+template <typename Target, detail::not_options F, typename... Args>
+requires detail::runs_calls<std::remove_cvref_t<Target>>
+auto run_in_executor(Target&& target, F&& f, Args&&... args)
+    -> awaitable<detail::call_value_t<F, Args...>> {
+  return detail::offload_call(std::forward<Target>(target), detail::no_extras{},
+                              std::forward<F>(f), std::forward<Args>(args)...);
+}
+
+/// run_in_executor with per-call options:
+/// `run_in_executor(pool, {.policy = cancel_policy::abandon, .limiter = &lim}, f, args...)`.
+template <typename Target, typename F, typename... Args>
+requires detail::runs_calls<std::remove_cvref_t<Target>>
+auto run_in_executor(Target&& target, call_options options, F&& f, Args&&... args)
+    -> awaitable<detail::call_value_t<F, Args...>> {
+  return detail::offload_call(std::forward<Target>(target),
+                              detail::call_extras(options), std::forward<F>(f),
+                              std::forward<Args>(args)...);
+}
+
 /// `co_await to_thread(f, args...)`: run_in_executor on the loop's default executor.
-template <typename F, typename... Args>
+template <detail::not_options F, typename... Args>
 auto to_thread(F&& f, Args&&... args) -> awaitable<detail::call_value_t<F, Args...>> {
   return run_in_executor(default_executor, std::forward<F>(f), std::forward<Args>(args)...);
+}
+
+/// to_thread with per-call options: `to_thread({.limiter = &lim}, f, args...)`.
+template <typename F, typename... Args>
+auto to_thread(call_options options, F&& f, Args&&... args)
+    -> awaitable<detail::call_value_t<F, Args...>> {
+  return run_in_executor(default_executor, std::move(options), std::forward<F>(f),
+                         std::forward<Args>(args)...);
 }
 
 }  // namespace offload

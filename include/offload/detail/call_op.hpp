@@ -3,11 +3,15 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/call_options.hpp>
 #include <offload/config.hpp>
+#include <offload/context.hpp>
 #include <offload/detail/op.hpp>
 #include <offload/detail/op_allocator.hpp>
 #include <offload/detail/service.hpp>
+#include <offload/detail/unique_function.hpp>
 #include <offload/errors.hpp>
+#include <offload/limiter.hpp>
 
 #include <cstdio>
 #include <exception>
@@ -127,16 +131,6 @@ class result_slot<void> {
   }
 };
 
-inline void report_stray_exception(const char* where) noexcept {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "offload: %s threw: %s\n", where, e.what());
-  } catch (...) {
-    std::fprintf(stderr, "offload: %s threw a non-std exception\n", where);
-  }
-}
-
 /// Runs on the handler's executor when there is no batched queue for it; destroying it unrun
 /// (the executor went away) frees the node without delivering, as Asio does with handlers.
 struct completion_runner {
@@ -150,7 +144,27 @@ struct completion_runner {
   void operator()() { std::exchange(op, nullptr)->complete(); }
 };
 
-template <typename Call, typename Handler>
+/// A call made without call_options: nothing more to keep.
+struct no_extras {
+  static constexpr cancel_policy policy = cancel_policy::wait;
+};
+
+/// What a call made with call_options keeps beside the call itself.
+struct call_extras {
+  explicit call_extras(const call_options& options)
+      : policy(options.policy),
+        limiter(options.limiter != nullptr ? detail_limiter_access::state(*options.limiter)
+                                           : nullptr),
+        on_abandoned(options.on_abandoned) {}
+
+  cancel_policy policy;
+  bool holds_token = false;
+  std::shared_ptr<limiter_state> limiter;
+  void (*on_abandoned)(std::exception_ptr);
+  unique_function resubmit;  // set while the call waits for a limiter token
+};
+
+template <typename Call, typename Handler, typename Extras = no_extras>
 class call_op final : public op_base {
  public:
   using value_type = typename Call::value_type;
@@ -165,18 +179,23 @@ class call_op final : public op_base {
   /// Allocates the node with the handler's allocator, or offload's per-thread cache, and
   /// connects it to the handler's cancellation slot.
   static call_op* create(Call&& call, Handler&& handler, completion_queue* queue,
-                         offload_service* home) {
+                         offload_service* home, Extras&& extras = Extras{}) {
     allocator_type alloc(net::get_associated_allocator(handler));
     call_op* p = std::allocator_traits<allocator_type>::allocate(alloc, 1);
     try {
       ::new (static_cast<void*>(p))
-          call_op(std::move(call), std::move(handler), queue, home, alloc);
+          call_op(std::move(call), std::move(handler), queue, home, std::move(extras), alloc);
     } catch (...) {
       std::allocator_traits<allocator_type>::deallocate(alloc, p, 1);
       throw;
     }
     if (p->slot_.is_connected()) p->slot_.template emplace<canceller>(p);
     return p;
+  }
+
+  Extras& extras() noexcept { return extras_; }
+  void set_context(std::unique_ptr<context_snapshot> context) noexcept {
+    context_ = std::move(context);
   }
 
  private:
@@ -194,7 +213,7 @@ class call_op final : public op_base {
   using stop_source_type = std::conditional_t<Call::stoppable, std::stop_source, no_stop_source>;
 
   call_op(Call&& call, Handler&& handler, completion_queue* q, offload_service* h,
-          const allocator_type& alloc)
+          Extras&& extras, const allocator_type& alloc)
       : call_(std::in_place, std::move(call)),
         slot_(net::get_associated_cancellation_slot(handler)),
         handler_(std::move(handler)),
@@ -202,6 +221,7 @@ class call_op final : public op_base {
                            : std::optional<work_type>(
                                  net::prefer(net::get_associated_executor(handler_),
                                              net::execution::outstanding_work.tracked))),
+        extras_(std::move(extras)),
         alloc_(alloc) {
     fn = &call_op::dispatch_action;
     queue = q;
@@ -229,6 +249,7 @@ class call_op final : public op_base {
         self->deliver();
         return true;
       case action::destroy: {
+        self->release_token();
         const bool counted = self->queue != nullptr;
         offload_service* h = self->home;
         self->free_self();
@@ -237,37 +258,93 @@ class call_op final : public op_base {
       }
       case action::cancel:
         return self->cancel_call();
+      case action::submit:
+        self->submit_granted();
+        return true;
     }
     return true;
+  }
+
+  // A capacity_limiter granted this waiting call a token (on whichever thread released one).
+  void submit_granted() noexcept {
+    if constexpr (std::is_same_v<Extras, call_extras>) {
+      extras_.holds_token = true;
+      unique_function resubmit = std::move(extras_.resubmit);
+      resubmit();  // never throws: a refused submission fails the call
+    }
+  }
+
+  // Gives the limiter's token back, once: when f returned, or when the call ends without
+  // running.
+  void release_token() noexcept {
+    if constexpr (std::is_same_v<Extras, call_extras>) {
+      if (extras_.holds_token) {
+        extras_.holds_token = false;
+        extras_.limiter->release();
+      }
+    }
   }
 
   // On the awaiter's executor. Not started: the awaiter is answered now and f never runs.
   // Running (or on its way back): f is asked to stop, and the awaiter, which waits for f to
   // return (the wait policy), then sees the cancellation.
+  // Under cancel_policy::abandon a running call's awaiter is answered now too; f runs on.
   bool cancel_call() {
     op_state expected = op_state::pending;
-    if (state.compare_exchange_strong(expected, op_state::cancelled, std::memory_order_acq_rel)) {
-      answer_cancelled_now();
+    if (state.compare_exchange_strong(expected, op_state::cancelling,
+                                      std::memory_order_acq_rel)) {
+      offload_service* h = home;
+      answer_cancelled("offload: the call was cancelled before it started");
+      state.store(op_state::cancelled, std::memory_order_release);  // the node is not ours now
+      if (h != nullptr) h->op_finished();
       return true;
     }
     cancel_requested.store(true, std::memory_order_release);
     if constexpr (Call::stoppable) stop_.request_stop();
+    if (extras_.policy == cancel_policy::abandon) {
+      expected = op_state::running;
+      if (state.compare_exchange_strong(expected, op_state::abandoning,
+                                        std::memory_order_acq_rel)) {
+        // Still counted in flight: the worker finishes the node when f returns.
+        answer_cancelled("offload: the call was cancelled while it ran and was abandoned");
+        state.store(op_state::abandoned, std::memory_order_release);
+        return true;
+      }
+    }
     return false;
   }
 
-  void answer_cancelled_now() {
+  // Moves the handler out of the node (whose owner waits while the state is transient).
+  void answer_cancelled(const char* what) {
     auto ex = net::get_associated_executor(handler_);
-    auto error = make_cancelled("offload: the call was cancelled before it started");
+    auto error = make_cancelled(what);
     net::post(ex, [h = std::move(handler_), slot = slot_, work = std::move(work_),
                    error = std::move(error)]() mutable {
       slot.clear();
       invoke_handler(h, std::move(error), std::nullopt);
     });
-    if (queue != nullptr) home->op_finished();
+  }
+
+  // f of an abandoned call returned: its outcome goes to on_abandoned, on this worker.
+  void finish_abandoned() noexcept {
+    if constexpr (std::is_same_v<Extras, call_extras>) {
+      if (extras_.on_abandoned != nullptr) {
+        try {
+          extras_.on_abandoned(error_);
+        } catch (...) {
+          report_stray_exception("an on_abandoned hook");
+        }
+      }
+    }
+    offload_service* h = home;
+    free_self();
+    if (h != nullptr) h->op_finished();
   }
 
   // The node of a call cancelled before it started, reached by whoever held it.
   void discard() noexcept {
+    (void)settled_state(state);  // the canceller may still be answering from the node
+    release_token();
     try {
       call_.reset();
     } catch (...) {
@@ -283,6 +360,7 @@ class call_op final : public op_base {
       return;
     }
     error_ = std::move(error);
+    release_token();
     try {
       call_.reset();
     } catch (...) {
@@ -300,6 +378,7 @@ class call_op final : public op_base {
     tl_calling_loop = home != nullptr ? home->attached_loop() : nullptr;
     tl_current_op = this;
     try {
+      context_scope context(context_.get());
       if constexpr (Call::stoppable) {
         result_.fill([this]() -> decltype(auto) { return (*call_)(stop_.get_token()); });
       } else {
@@ -315,7 +394,14 @@ class call_op final : public op_base {
     } catch (...) {
       report_stray_exception("the destructor of an offloaded callable");
     }
-    state.store(op_state::done, std::memory_order_release);
+    context_.reset();
+    release_token();
+    expected = op_state::running;
+    if (!state.compare_exchange_strong(expected, op_state::done, std::memory_order_acq_rel)) {
+      (void)settled_state(state);
+      finish_abandoned();
+      return;
+    }
     hand_back();
   }
 
@@ -394,6 +480,8 @@ class call_op final : public op_base {
   // Calls handed back through an offload queue are counted as work by the service, in bulk.
   std::optional<work_type> work_;
   [[no_unique_address]] stop_source_type stop_;
+  [[no_unique_address]] Extras extras_;
+  std::unique_ptr<context_snapshot> context_;
   [[no_unique_address]] allocator_type alloc_;
 };
 

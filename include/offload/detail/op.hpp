@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 
 namespace offload::detail {
@@ -17,12 +18,28 @@ class completion_queue;
 class offload_service;
 
 enum class op_state : std::uint8_t {
-  pending,    // submitted, not started
-  running,    // a worker claimed it
-  done,       // has its outcome, on its way back
-  cancelled,  // cancelled before it started: its awaiter has been answered; only the node is
-              // left, for whoever holds it (a pool's queue) to free
+  pending,     // submitted, not started
+  running,     // a worker claimed it
+  done,        // has its outcome, on its way back
+  cancelling,  // pending → cancelled: the canceller is still answering the awaiter from the node
+  cancelled,   // cancelled before it started: its awaiter has been answered; only the node is
+               // left, for whoever holds it (a pool's or limiter's queue) to free
+  abandoning,  // running → abandoned: the canceller is still answering the awaiter
+  abandoned,   // its awaiter was answered while f ran (cancel_policy::abandon); the worker frees
+               // the node when f returns
 };
+
+/// Whoever finds a node in a transient state waits the few instructions it takes to leave it.
+inline op_state settled_state(const std::atomic<op_state>& state) noexcept {
+  op_state s = state.load(std::memory_order_acquire);
+  while (s == op_state::cancelling || s == op_state::abandoning) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    s = state.load(std::memory_order_acquire);
+  }
+  return s;
+}
 
 struct op_base {
   enum class action : std::uint8_t {
@@ -31,6 +48,7 @@ struct op_base {
     destroy,   // free the node without delivering (its context is going away)
     fail,      // give the node an error outcome, then hand back
     cancel,    // the awaiter was cancelled (on its executor); true: the node is no longer ours
+    submit,    // a capacity_limiter granted the call a token: submit it to its executor
   };
   using fn_type = bool (*)(op_base*, action, std::exception_ptr*);
 
@@ -48,10 +66,22 @@ struct op_base {
   void destroy() noexcept { fn(this, action::destroy, nullptr); }
   void fail(std::exception_ptr e) noexcept { fn(this, action::fail, &e); }
   bool cancel() { return fn(this, action::cancel, nullptr); }
+  void submit() noexcept { fn(this, action::submit, nullptr); }
 };
 
 /// The call this worker thread is running now (for from_thread::check_cancelled), or null.
 inline thread_local op_base* tl_current_op = nullptr;
+
+/// Says on stderr what threw where nothing may throw (a worker, a destructor): never rethrown.
+inline void report_stray_exception(const char* where) noexcept {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "offload: %s threw: %s\n", where, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "offload: %s threw a non-std exception\n", where);
+  }
+}
 
 /// Reverses a LIFO chain (as taken from a Treiber stack) that ends at `end` into FIFO order.
 inline op_base* reverse_chain(op_base* head, const op_base* end) noexcept {

@@ -1,0 +1,265 @@
+// offload: gather and as_completed — run awaitables concurrently on the awaiting coroutine's
+// executor and collect their results, all at once or as each finishes.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/config.hpp>
+#include <offload/detail/child_group.hpp>
+#include <offload/errors.hpp>
+#include <offload/outcome.hpp>
+
+#include <cstddef>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <ranges>
+#include <stdexcept>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace offload {
+
+/// Selects the gather form that yields an outcome per awaitable instead of throwing.
+struct return_exceptions_t {
+  explicit constexpr return_exceptions_t() = default;
+};
+inline constexpr return_exceptions_t return_exceptions{};
+
+namespace detail {
+
+template <typename T>
+struct awaitable_traits {
+  static constexpr bool is_awaitable = false;
+};
+template <typename T, typename Executor>
+struct awaitable_traits<net::awaitable<T, Executor>> {
+  static constexpr bool is_awaitable = true;
+  using value_type = T;
+};
+
+template <typename Range>
+concept awaitable_range =
+    std::ranges::input_range<Range> &&
+    awaitable_traits<std::remove_cvref_t<std::ranges::range_value_t<Range>>>::is_awaitable;
+
+template <typename Range>
+using range_awaitable_value_t =
+    typename awaitable_traits<std::remove_cvref_t<std::ranges::range_value_t<Range>>>::value_type;
+
+/// What gather yields for an awaitable<T>: T, or std::monostate for void.
+template <typename T>
+using gathered_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+template <typename T>
+gathered_t<T> take_value(outcome<T>& o) {
+  if constexpr (std::is_void_v<T>) {
+    o.value();
+    return {};
+  } else {
+    return std::move(o).value();
+  }
+}
+
+template <typename... T>
+class tuple_group final : public child_group {
+ public:
+  tuple_group() : child_group(sizeof...(T)) {}
+
+  template <typename Executor, std::size_t... I>
+  void spawn_all(const Executor& ex, std::index_sequence<I...>, awaitable<T>&&... aws) {
+    auto self = std::static_pointer_cast<tuple_group>(shared_from_this());
+    (spawn(ex, I, run_child<T>(self, &std::get<I>(results), I, std::move(aws))), ...);
+  }
+
+  std::exception_ptr error_at(std::size_t index) const {
+    std::exception_ptr error;
+    std::size_t i = 0;
+    std::apply([&](const auto&... o) { ((i++ == index ? (void)(error = o.error()) : void()), ...); },
+               results);
+    return error;
+  }
+
+  std::tuple<outcome<T>...> results;
+};
+
+template <typename T>
+class range_group final : public child_group {
+ public:
+  explicit range_group(std::size_t size) : child_group(size), results(size) {}
+
+  template <typename Executor>
+  void spawn_all(const Executor& ex, std::vector<awaitable<T>>& aws) {
+    auto self = std::static_pointer_cast<range_group>(shared_from_this());
+    for (std::size_t i = 0; i < aws.size(); ++i)
+      spawn(ex, i, run_child<T>(self, &results[i], i, std::move(aws[i])));
+  }
+
+  std::vector<outcome<T>> results;
+};
+
+/// Waits until every child has finished; with `cancel_on_failure`, the first failure cancels
+/// the others (they are still awaited).
+template <typename Group>
+awaitable<std::shared_ptr<Group>> await_all(std::shared_ptr<Group> group,
+                                            bool cancel_on_failure) {
+  bool siblings_cancelled = false;
+  while (!group->all_finished()) {
+    group = co_await park(std::move(group));
+    if (cancel_on_failure && !siblings_cancelled &&
+        group->first_failure() != child_group::none) {
+      siblings_cancelled = true;
+      group->cancel_children();
+    }
+  }
+  co_return group;
+}
+
+template <typename Range>
+std::vector<awaitable<range_awaitable_value_t<Range>>> collect(Range& range) {
+  std::vector<awaitable<range_awaitable_value_t<Range>>> out;
+  if constexpr (std::ranges::sized_range<Range>) out.reserve(std::ranges::size(range));
+  for (auto&& aw : range) out.push_back(std::move(aw));
+  return out;
+}
+
+inline void rethrow_if_parent_cancelled(const child_group& group, const char* where) {
+  if (group.parent_cancelled()) std::rethrow_exception(make_cancelled(where));
+}
+
+}  // namespace detail
+
+/// `auto [a, b] = co_await gather(f(), g())`: runs the awaitables concurrently on the
+/// awaiting coroutine's executor and yields their results in argument order (std::monostate
+/// for void). The first exception cancels the others; once they have finished it is rethrown
+/// (asyncio's gather leaves them running). Cancelling the awaiter cancels them all.
+template <typename... T>
+awaitable<std::tuple<detail::gathered_t<T>...>> gather(awaitable<T>... aws) {
+  auto ex = co_await net::this_coro::executor;
+  auto group = std::make_shared<detail::tuple_group<T...>>();
+  group->spawn_all(ex, std::index_sequence_for<T...>{}, std::move(aws)...);
+  group = co_await detail::await_all(std::move(group), true);
+  detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  if (const std::size_t failed = group->first_failure(); failed != detail::child_group::none) {
+    std::rethrow_exception(group->error_at(failed));
+  }
+  co_return std::apply(
+      [](auto&... o) { return std::tuple<detail::gathered_t<T>...>(detail::take_value(o)...); },
+      group->results);
+}
+
+/// `gather(return_exceptions, f(), g())`: every awaitable runs to the end; yields one
+/// outcome (value or exception) per argument.
+template <typename... T>
+awaitable<std::tuple<outcome<T>...>> gather(return_exceptions_t, awaitable<T>... aws) {
+  auto ex = co_await net::this_coro::executor;
+  auto group = std::make_shared<detail::tuple_group<T...>>();
+  group->spawn_all(ex, std::index_sequence_for<T...>{}, std::move(aws)...);
+  group = co_await detail::await_all(std::move(group), false);
+  detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  co_return std::move(group->results);
+}
+
+/// `std::vector<T> all = co_await gather(std::move(calls))`: the range form, any size, results
+/// in range order (awaitable<void> for a range of awaitable<void>); same cancellation rules.
+template <detail::awaitable_range Range>
+auto gather(Range aws) -> awaitable<std::conditional_t<
+    std::is_void_v<detail::range_awaitable_value_t<Range>>, void,
+    std::vector<detail::range_awaitable_value_t<Range>>>> {
+  using T = detail::range_awaitable_value_t<Range>;
+  auto ex = co_await net::this_coro::executor;
+  auto children = detail::collect(aws);
+  auto group = std::make_shared<detail::range_group<T>>(children.size());
+  group->spawn_all(ex, children);
+  group = co_await detail::await_all(std::move(group), true);
+  detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  if (const std::size_t failed = group->first_failure(); failed != detail::child_group::none) {
+    std::rethrow_exception(group->results[failed].error());
+  }
+  if constexpr (!std::is_void_v<T>) {
+    std::vector<T> values;
+    values.reserve(group->results.size());
+    for (auto& o : group->results) values.push_back(std::move(o).value());
+    co_return values;
+  }
+}
+
+/// The range form of gather(return_exceptions, ...): one outcome per element, in order.
+template <detail::awaitable_range Range>
+auto gather(return_exceptions_t, Range aws)
+    -> awaitable<std::vector<outcome<detail::range_awaitable_value_t<Range>>>> {
+  using T = detail::range_awaitable_value_t<Range>;
+  auto ex = co_await net::this_coro::executor;
+  auto children = detail::collect(aws);
+  auto group = std::make_shared<detail::range_group<T>>(children.size());
+  group->spawn_all(ex, children);
+  group = co_await detail::await_all(std::move(group), false);
+  detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  co_return std::move(group->results);
+}
+
+/// Results in completion order, each as soon as it is ready (see as_completed()).
+template <typename T>
+class as_completed_stream {
+ public:
+  explicit as_completed_stream(std::vector<awaitable<T>> aws)
+      : pending_(std::move(aws)), size_(pending_.size()), remaining_(size_) {}
+  as_completed_stream(as_completed_stream&&) noexcept = default;
+  as_completed_stream& operator=(as_completed_stream&&) = delete;
+  /// The awaitables still running are cancelled (and finish on their own).
+  ~as_completed_stream() {
+    if (group_) group_->cancel_children();
+  }
+
+  std::size_t size() const noexcept { return size_; }
+  /// Results not yet taken with next().
+  std::size_t remaining() const noexcept { return remaining_; }
+  bool done() const noexcept { return remaining_ == 0; }
+  /// The position (in the original range) of the result the last next() returned.
+  std::size_t last_index() const noexcept { return last_index_; }
+
+  /// The next result to finish (or rethrows its exception). The first call starts them all on
+  /// the awaiting coroutine's executor. Cancelling the awaiter cancels every one still running
+  /// and this next() reports the cancellation.
+  awaitable<T> next() {
+    if (remaining_ == 0) throw std::out_of_range("offload::as_completed: no results remain");
+    if (!group_) {
+      auto ex = co_await net::this_coro::executor;
+      group_ = std::make_shared<detail::range_group<T>>(size_);
+      group_->spawn_all(ex, pending_);
+      pending_.clear();
+    }
+    std::size_t index;
+    while ((index = group_->take_finished()) == detail::child_group::none) {
+      group_ = co_await detail::park(std::move(group_));
+    }
+    --remaining_;
+    last_index_ = index;
+    detail::rethrow_if_parent_cancelled(*group_,
+                                        "offload::as_completed: the awaiter was cancelled");
+    if constexpr (std::is_void_v<T>) {
+      group_->results[index].value();
+    } else {
+      co_return std::move(group_->results[index]).value();
+    }
+  }
+
+ private:
+  std::vector<awaitable<T>> pending_;
+  std::shared_ptr<detail::range_group<T>> group_;
+  std::size_t size_;
+  std::size_t remaining_;
+  std::size_t last_index_ = 0;
+};
+
+/// `for (auto s = as_completed(std::move(calls)); !s.done();) use(co_await s.next());`
+/// Any number of awaitables; all run concurrently on the awaiting coroutine's executor.
+template <detail::awaitable_range Range>
+auto as_completed(Range aws) -> as_completed_stream<detail::range_awaitable_value_t<Range>> {
+  return as_completed_stream<detail::range_awaitable_value_t<Range>>(detail::collect(aws));
+}
+
+}  // namespace offload

@@ -1,0 +1,327 @@
+// gather (variadic → tuple, range → vector; the first failure cancels the rest; the
+// return_exceptions form) and as_completed (results streamed in completion order).
+#include "catch.hpp"
+#include "loop_helpers.hpp"
+
+#include <offload/gather.hpp>
+#include <offload/offload.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <latch>
+#include <numeric>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+namespace net = offload::net;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool is_cancelled(const std::exception_ptr& e) {
+  try {
+    if (e) std::rethrow_exception(e);
+  } catch (const net::system_error& se) {
+    return se.code() == net::error::operation_aborted;
+  } catch (...) {
+  }
+  return false;
+}
+
+offload::awaitable<int> sleepy(int ms) {
+  auto f = [ms] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+  };
+  co_return co_await offload::to_thread(std::move(f));
+}
+
+// Returns only once `n` of its kind run at the same time: proves they run concurrently.
+offload::awaitable<int> meet(std::latch* all, int value) {
+  auto f = [all, value] {
+    all->arrive_and_wait();
+    return value;
+  };
+  co_return co_await offload::to_thread(std::move(f));
+}
+
+// Blocks until stopped; records that it was stopped and that it returned.
+offload::awaitable<int> until_stopped(std::atomic<bool>* stopped, std::atomic<bool>* returned) {
+  auto f = [stopped, returned](std::stop_token stop) {
+    const auto guard = std::chrono::steady_clock::now() + 10s;
+    while (!stop.stop_requested() && std::chrono::steady_clock::now() < guard) {
+      std::this_thread::sleep_for(1ms);
+    }
+    stopped->store(stop.stop_requested());
+    std::this_thread::sleep_for(5ms);
+    returned->store(true);
+    return 0;
+  };
+  co_return co_await offload::to_thread(std::move(f));
+}
+
+offload::awaitable<int> fails_after(std::chrono::milliseconds d, int code) {
+  auto f = [d, code]() -> int {
+    std::this_thread::sleep_for(d);
+    throw offload_test::my_error(code);
+  };
+  co_return co_await offload::to_thread(std::move(f));
+}
+
+struct no_default {
+  explicit no_default(int v) : value(v) {}
+  int value;
+};
+
+}  // namespace
+
+TEST_CASE("gather runs its arguments concurrently and yields their results in argument order",
+          "[gather]") {
+  std::latch all(3);
+  auto body = [&]() -> offload::awaitable<std::tuple<int, int, int>> {
+    co_return co_await offload::gather(meet(&all, 1), meet(&all, 2), meet(&all, 3));
+  };
+  CHECK(offload::run(body()) == std::make_tuple(1, 2, 3));
+}
+
+TEST_CASE("gather: void gives std::monostate, and results need no default constructor",
+          "[gather]") {
+  auto body = []() -> offload::awaitable<int> {
+    auto nothing = [] {};
+    auto make = [] { return no_default(5); };
+    auto [v, n, s] = co_await offload::gather(offload::to_thread(std::move(nothing)),
+                                              offload::to_thread(std::move(make)), sleepy(1));
+    static_assert(std::is_same_v<decltype(v), std::monostate>);
+    co_return n.value + s;
+  };
+  CHECK(offload::run(body()) == 6);
+}
+
+TEST_CASE("gather(range) yields a vector in range order; empty and void ranges work",
+          "[gather]") {
+  auto body = []() -> offload::awaitable<std::vector<int>> {
+    std::vector<offload::awaitable<int>> calls;
+    for (int ms : {30, 10, 20}) calls.push_back(sleepy(ms));
+    auto values = co_await offload::gather(std::move(calls));
+
+    std::vector<offload::awaitable<int>> none;
+    auto nothing = co_await offload::gather(std::move(none));
+    CHECK(nothing.empty());
+
+    std::atomic<int> ran{0};
+    std::vector<offload::awaitable<void>> voids;
+    for (int i = 0; i < 5; ++i) {
+      auto f = [&ran] { ran.fetch_add(1); };
+      voids.push_back(offload::to_thread(std::move(f)));
+    }
+    co_await offload::gather(std::move(voids));
+    CHECK(ran.load() == 5);
+    co_return values;
+  };
+  CHECK(offload::run(body()) == std::vector<int>{30, 10, 20});
+}
+
+TEST_CASE(
+    "gather: the first exception cancels the siblings, waits for them, then is rethrown with "
+    "its type",
+    "[gather][cancellation]") {
+  std::atomic<bool> stopped1{false}, returned1{false}, stopped2{false}, returned2{false};
+  std::atomic<bool> returned_at_catch{false};
+  int code = 0;
+  auto body = [&]() -> offload::awaitable<void> {
+    try {
+      co_await offload::gather(until_stopped(&stopped1, &returned1), fails_after(5ms, 13),
+                               until_stopped(&stopped2, &returned2));
+    } catch (const offload_test::my_error& e) {
+      code = e.code;
+      returned_at_catch = returned1.load() && returned2.load();
+    }
+  };
+  offload::run(body());
+  CHECK(code == 13);
+  CHECK(stopped1.load());
+  CHECK(stopped2.load());
+  CHECK(returned_at_catch.load());
+}
+
+TEST_CASE("gather(range): the first exception cancels the rest too", "[gather][cancellation]") {
+  std::atomic<bool> stopped{false}, returned{false};
+  int code = 0;
+  auto body = [&]() -> offload::awaitable<void> {
+    std::vector<offload::awaitable<int>> calls;
+    calls.push_back(until_stopped(&stopped, &returned));
+    calls.push_back(fails_after(5ms, 21));
+    try {
+      co_await offload::gather(std::move(calls));
+    } catch (const offload_test::my_error& e) {
+      code = e.code;
+    }
+  };
+  offload::run(body());
+  CHECK(code == 21);
+  CHECK(stopped.load());
+  CHECK(returned.load());
+}
+
+TEST_CASE("gather(return_exceptions, ...) runs everything to the end: one outcome per slot",
+          "[gather]") {
+  auto body = []() -> offload::awaitable<void> {
+    auto [a, b, c] = co_await offload::gather(offload::return_exceptions, sleepy(30),
+                                              fails_after(1ms, 3), sleepy(1));
+    CHECK(a.has_value());
+    CHECK(a.value() == 30);  // not cancelled by b's failure
+    CHECK(b.has_error());
+    CHECK_THROWS_AS(b.value(), offload_test::my_error);
+    CHECK(c.value() == 1);
+
+    std::vector<offload::awaitable<int>> calls;
+    calls.push_back(fails_after(1ms, 4));
+    calls.push_back(sleepy(10));
+    auto outcomes = co_await offload::gather(offload::return_exceptions, std::move(calls));
+    REQUIRE(outcomes.size() == 2);
+    CHECK_FALSE(outcomes[0]);
+    CHECK(outcomes[1].value() == 10);
+  };
+  offload::run(body());
+}
+
+TEST_CASE("cancelling the awaiter of gather cancels every call and reports cancellation",
+          "[gather][cancellation]") {
+  offload::event_loop loop;
+  std::atomic<bool> stopped1{false}, returned1{false}, stopped2{false}, returned2{false};
+  std::exception_ptr error;
+  bool done = false;
+  auto body = [](std::atomic<bool>* s1, std::atomic<bool>* r1, std::atomic<bool>* s2,
+                 std::atomic<bool>* r2) -> offload::awaitable<void> {
+    co_await offload::gather(until_stopped(s1, r1), until_stopped(s2, r2));
+  };
+  net::cancellation_signal signal;
+  net::co_spawn(loop.get_executor(), body(&stopped1, &returned1, &stopped2, &returned2),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  error = e;
+                  done = true;
+                }));
+  loop.run_until_complete(offload_test::wait_until(
+      [&] { return loop.default_executor_pool().stats().running == 2; }));
+  signal.emit(net::cancellation_type::terminal);
+  loop.run_until_complete(offload_test::wait_until([&] { return done; }));
+  CHECK(is_cancelled(error));
+  CHECK(stopped1.load());
+  CHECK(stopped2.load());
+  CHECK(returned1.load());  // awaited before gather reported
+  CHECK(returned2.load());
+}
+
+TEST_CASE("as_completed yields results in completion order (30/10/20 ms calls)",
+          "[as_completed]") {
+  auto body = []() -> offload::awaitable<void> {
+    std::vector<offload::awaitable<int>> calls;
+    for (int ms : {30, 10, 20}) calls.push_back(sleepy(ms));
+    auto stream = offload::as_completed(std::move(calls));
+    CHECK(stream.size() == 3);
+    std::vector<int> values;
+    std::vector<std::size_t> indices;
+    while (!stream.done()) {
+      values.push_back(co_await stream.next());
+      indices.push_back(stream.last_index());
+    }
+    CHECK(values == std::vector<int>{10, 20, 30});
+    CHECK(indices == std::vector<std::size_t>{1, 2, 0});
+    CHECK(stream.remaining() == 0);
+  };
+  offload::run(body());
+}
+
+TEST_CASE("as_completed streams: a result is available before the others have finished",
+          "[as_completed]") {
+  std::latch release(1);
+  auto body = [&]() -> offload::awaitable<void> {
+    std::vector<offload::awaitable<int>> calls;
+    auto blocked = [&release] {
+      release.wait();  // only the consumer, after its first result, lets this one finish
+      return 2;
+    };
+    calls.push_back(offload::to_thread(std::move(blocked)));
+    calls.push_back(sleepy(1));
+    auto stream = offload::as_completed(std::move(calls));
+    const int first = co_await stream.next();
+    release.count_down();
+    const int second = co_await stream.next();
+    CHECK(first == 1);
+    CHECK(second == 2);
+  };
+  offload::run(body());
+}
+
+TEST_CASE("as_completed takes any number of calls and rethrows each failure in its turn",
+          "[as_completed]") {
+  auto body = []() -> offload::awaitable<void> {
+    std::vector<offload::awaitable<int>> calls;
+    for (int i = 0; i < 2000; ++i) {
+      auto f = [i]() -> int {
+        if (i == 777) throw offload_test::my_error(i);
+        return i;
+      };
+      calls.push_back(offload::to_thread(std::move(f)));
+    }
+    auto stream = offload::as_completed(std::move(calls));
+    long sum = 0;
+    int failures = 0;
+    while (!stream.done()) {
+      try {
+        sum += co_await stream.next();
+      } catch (const offload_test::my_error& e) {
+        CHECK(e.code == 777);
+        CHECK(stream.last_index() == 777);
+        ++failures;
+      }
+    }
+    CHECK(failures == 1);
+    CHECK(sum == 1999L * 2000 / 2 - 777);
+    bool out_of_range = false;
+    try {
+      (void)co_await stream.next();
+    } catch (const std::out_of_range&) {
+      out_of_range = true;
+    }
+    CHECK(out_of_range);
+  };
+  offload::run(body());
+}
+
+TEST_CASE("an as_completed stream dropped early cancels the calls still running",
+          "[as_completed][cancellation]") {
+  std::atomic<bool> stopped{false}, returned{false};
+  auto body = [&]() -> offload::awaitable<int> {
+    std::vector<offload::awaitable<int>> calls;
+    calls.push_back(until_stopped(&stopped, &returned));
+    calls.push_back(sleepy(1));
+    int first = 0;
+    {
+      auto stream = offload::as_completed(std::move(calls));
+      first = co_await stream.next();
+    }
+    co_return first;
+  };
+  CHECK(offload::run(body()) == 1);
+  CHECK(offload_test::eventually([&] { return stopped.load() && returned.load(); }));
+}
+
+TEST_CASE("an as_completed stream never awaited starts nothing", "[as_completed]") {
+  offload::thread_pool pool(1);
+  std::atomic<bool> ran{false};
+  auto body = [&]() -> offload::awaitable<void> {
+    std::vector<offload::awaitable<void>> calls;
+    auto f = [&ran] { ran = true; };
+    calls.push_back(offload::run_in_executor(pool, std::move(f)));
+    auto stream = offload::as_completed(std::move(calls));
+    CHECK(stream.remaining() == 1);
+    co_return;
+  };
+  offload::run(body());
+  pool.shutdown();
+  CHECK_FALSE(ran.load());
+}
