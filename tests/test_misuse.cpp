@@ -3,10 +3,6 @@
 // cancellation), where it happened, and the cure the message gives (SPEC §5 "Every message says
 // what to do").
 //
-// Not reachable today, so not here: errc::timeout through offload::wait_for (that API does not
-// exist yet; timeout is reached through concurrent_future::result(d)), and errc::broken_promise,
-// which no code path produces (see tests/pending_misuse.cpp).
-//
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
 #include "probes.hpp"
@@ -17,6 +13,7 @@
 #include <offload/loop_thread.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/threadsafe.hpp>
+#include <offload/timeout.hpp>
 #include <offload/to_thread.hpp>
 
 #include <atomic>
@@ -314,12 +311,18 @@ TEST_CASE("executor_shutdown: a call to an executor that was shut down", "[misus
     out.error = catch_error([&] { (void)offload::async_run(pool, f, net::use_future); });
     check_offload_error(out.error, offload::errc::executor_shutdown, {"submitting a call"});
   }
-  SECTION("a foreign pool that destroys the call unrun") {
-    dropping_pool pool;
-    offload::event_loop loop;
-    loop.run_until_complete(call_refused_by(pool, out));
-    check_offload_error(out.error, offload::errc::executor_shutdown, {"without running it"});
-  }
+  CHECK_FALSE(out.ran);
+}
+
+// == broken_promise ============================================================================
+
+TEST_CASE("broken_promise: a foreign pool destroys the call without running it",
+          "[misuse][broken_promise]") {
+  refused_call out;
+  dropping_pool pool;
+  offload::event_loop loop;
+  loop.run_until_complete(call_refused_by(pool, out));
+  check_offload_error(out.error, offload::errc::broken_promise, {"without running it"});
   CHECK_FALSE(out.ran);
 }
 
@@ -420,6 +423,22 @@ TEST_CASE("timeout: concurrent_future::result(d) on a coroutine that is not done
   fut.wait();
   CHECK(fut.cancelled());
   check_cancelled(catch_error([&] { fut.result(); }), {});
+}
+
+namespace {
+offload::awaitable<caught> wait_for_too_long() {
+  try {
+    co_await offload::wait_for(wait_an_hour(), 5ms);
+  } catch (const std::system_error& e) {
+    co_return caught{true, e.code(), e.what()};
+  }
+  co_return caught{};
+}
+}  // namespace
+
+TEST_CASE("timeout: wait_for on an operation that does not finish in time", "[misuse][timeout]") {
+  check_offload_error(offload::run(wait_for_too_long()), offload::errc::timeout,
+                      {"offload::wait_for"});
 }
 
 // == queue_full ================================================================================

@@ -108,8 +108,13 @@ class thread_pool {
         max_workers_(options_.max_workers ? options_.max_workers : detail::default_max_workers()),
         spin_(options_.spin ? *options_.spin : detail::default_spin()) {
     if (options_.min_workers > max_workers_) options_.min_workers = max_workers_;
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (std::size_t i = 0; i < options_.min_workers; ++i) spawn_locked();
+    try {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (std::size_t i = 0; i < options_.min_workers; ++i) spawn_locked();
+    } catch (...) {
+      shutdown(true, true);  // the threads already started must not outlive the pool
+      throw;
+    }
   }
 
   thread_pool(const thread_pool&) = delete;

@@ -32,7 +32,7 @@ inline constexpr default_executor_t default_executor{};
 
 /// What offload hands to an executor it does not own: a copyable `void()` callable that runs
 /// the call the first time it is invoked. If every copy is destroyed unrun (the pool dropped
-/// it), the awaiter gets executor_shutdown: a call is never lost silently.
+/// it), the awaiter gets broken_promise: a call is never lost silently.
 class work_item {
  public:
   void operator()() const {
@@ -48,7 +48,7 @@ class work_item {
     ~guard() {
       if (detail::op_base* o = op.exchange(nullptr, std::memory_order_acq_rel)) {
         o->fail(std::make_exception_ptr(make_error(
-            errc::executor_shutdown, "the executor destroyed the call without running it")));
+            errc::broken_promise, "offload: the executor destroyed the call without running it")));
       }
     }
   };
@@ -203,28 +203,44 @@ struct initiate_run {
   template <typename Handler, typename Call>
   void operator()(Handler&& handler, Call&& call) {
     using handler_type = std::decay_t<Handler>;
-    auto ex = net::get_associated_executor(handler);
+    using op_type = call_op<std::decay_t<Call>, handler_type, Extras>;
     // A handler with no executor of its own (use_future, a bare callback) may complete on any
     // thread; only the default executor then needs a loop to belong to.
-    constexpr bool no_loop = is_system_executor<decltype(ex)>::value;
-    offload_service* home = nullptr;
-    completion_queue* queue = nullptr;
-    if constexpr (!no_loop) {
-      home = &service_of(context_of(ex));
-      queue = home->queue_for(ex);
-    }
-    offload_service* default_owner = no_loop ? tl_running_loop.service : home;
+    constexpr bool no_loop =
+        is_system_executor<net::associated_executor_t<handler_type>>::value;
 
     handler_type h(std::forward<Handler>(handler));
-    if (no_loop && std::is_same_v<typename target_holder<Target>::type, default_executor_t> &&
-        default_owner == nullptr) {
-      throw_error(errc::no_running_loop,
-                  "offload::async_run(default_executor) with a handler that has no executor "
-                  "(bind one with asio::bind_executor)");
-    }
-    auto* op = call_op<std::decay_t<Call>, handler_type, Extras>::create(
-        std::move(call), std::move(h), queue, home, std::move(extras));
+    op_type* op = nullptr;
+    offload_service* default_owner = nullptr;
     try {
+      offload_service* home = nullptr;
+      completion_queue* queue = nullptr;
+      if constexpr (!no_loop) {
+        auto ex = net::get_associated_executor(h);
+        home = &service_of(context_of(ex));
+        queue = home->queue_for(ex);
+      }
+      default_owner = no_loop ? tl_running_loop.service : home;
+      if (no_loop && std::is_same_v<typename target_holder<Target>::type, default_executor_t> &&
+          default_owner == nullptr) {
+        throw_error(errc::no_running_loop,
+                    "offload::async_run(default_executor) with a handler that has no executor "
+                    "(bind one with asio::bind_executor)");
+      }
+      op = op_type::create(std::move(call), std::move(h), queue, home, std::move(extras));
+    } catch (...) {
+      // Nothing was submitted and the handler was not taken. A caller without a loop gets the
+      // error directly; an awaiting coroutine must not be resumed (or unwound) from inside its
+      // own co_await, so it gets the error through its executor.
+      if constexpr (no_loop) {
+        throw;
+      } else {
+        op_type::fail_unstarted(std::move(h), std::current_exception());
+        return;
+      }
+    }
+    try {
+      op->connect_cancellation();
       op->set_context(context_registry::instance().capture());
       if constexpr (std::is_same_v<Extras, call_extras>) {
         if (!take_token(op, default_owner, !no_loop)) return;  // queued for a token
@@ -232,11 +248,10 @@ struct initiate_run {
       submit_to(target.get(), op, default_owner, !no_loop);
     } catch (...) {
       if (no_loop) {
+        op->disconnect_cancellation();
         op->destroy();  // nobody awaits yet: the caller gets the error directly
         throw;
       }
-      // An awaiting coroutine must not be resumed from inside its own co_await: the failure
-      // is delivered through the executor, like every other completion.
       op->immediate = true;
       op->fail(std::current_exception());
     }

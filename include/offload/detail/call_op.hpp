@@ -189,8 +189,23 @@ class call_op final : public op_base {
       std::allocator_traits<allocator_type>::deallocate(alloc, p, 1);
       throw;
     }
-    if (p->slot_.is_connected()) p->slot_.template emplace<canceller>(p);
     return p;
+  }
+
+  /// Connects the node to the handler's cancellation slot (may allocate: done once the node
+  /// exists, so a failure can be delivered through it).
+  void connect_cancellation() {
+    if (slot_.is_connected()) slot_.template emplace<canceller>(this);
+  }
+  void disconnect_cancellation() noexcept { slot_.clear(); }
+
+  /// The call could not be set up (its node or its context could not be made): the handler,
+  /// still untouched, gets the error through its executor, never inside its own initiation.
+  static void fail_unstarted(Handler&& handler, std::exception_ptr error) {
+    auto ex = net::get_associated_executor(handler);
+    net::post(ex, [h = std::move(handler), error = std::move(error)]() mutable {
+      invoke_handler(h, std::move(error), std::nullopt);
+    });
   }
 
   Extras& extras() noexcept { return extras_; }
@@ -216,11 +231,11 @@ class call_op final : public op_base {
           Extras&& extras, const allocator_type& alloc)
       : call_(std::in_place, std::move(call)),
         slot_(net::get_associated_cancellation_slot(handler)),
-        handler_(std::move(handler)),
         work_(q != nullptr ? std::nullopt
                            : std::optional<work_type>(
-                                 net::prefer(net::get_associated_executor(handler_),
+                                 net::prefer(net::get_associated_executor(handler),
                                              net::execution::outstanding_work.tracked))),
+        handler_(std::move(handler)),  // last: whatever throws leaves the handler untouched
         extras_(std::move(extras)),
         alloc_(alloc) {
     fn = &call_op::dispatch_action;
@@ -476,9 +491,9 @@ class call_op final : public op_base {
   result_slot<value_type> result_;
   std::exception_ptr error_;
   net::cancellation_slot slot_;
-  Handler handler_;
   // Calls handed back through an offload queue are counted as work by the service, in bulk.
   std::optional<work_type> work_;
+  Handler handler_;
   [[no_unique_address]] stop_source_type stop_;
   [[no_unique_address]] Extras extras_;
   std::unique_ptr<context_snapshot> context_;
