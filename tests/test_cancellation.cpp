@@ -16,6 +16,7 @@
 #include <chrono>
 #include <latch>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -431,23 +432,24 @@ TEST_CASE(
   std::latch release(1);
   std::atomic<bool> ran{false};
   auto io = std::make_unique<net::io_context>();
-  auto strand = net::make_strand(*io);
+  std::optional<net::strand<net::io_context::executor_type>> strand(net::make_strand(*io));
   outcome blocker, queued;
-  net::co_spawn(strand, block_on(pool, &release), [&](std::exception_ptr e) {
+  net::co_spawn(*strand, block_on(pool, &release), [&](std::exception_ptr e) {
     blocker = {e, true};
   });
   net::cancellation_signal signal;
-  net::co_spawn(strand, call_on(pool, &ran),
+  net::co_spawn(*strand, call_on(pool, &ran),
                 net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
                   queued = {e, true};
                 }));
   while (pool.stats().running != 1) io->run_for(1ms);
-  net::post(strand, [&] { signal.emit(net::cancellation_type::terminal); });
+  net::post(*strand, [&] { signal.emit(net::cancellation_type::terminal); });
   while (!queued.done) io->run_for(1ms);
   CHECK(is_cancelled(queued.error));
   release.count_down();
   while (!blocker.done) io->run_for(1ms);
   // Every call has been answered: destroying the context must not wait for anything.
+  strand.reset();  // a strand must not outlive its context
   std::atomic<bool> destroyed{false};
   std::thread destroyer([&] {
     io.reset();

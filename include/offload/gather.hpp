@@ -107,15 +107,13 @@ template <typename Group>
 awaitable<std::shared_ptr<Group>> await_all(std::shared_ptr<Group> group,
                                             bool cancel_on_failure) {
   bool siblings_cancelled = false;
-  while (!group->all_finished()) {
-    group = co_await park(std::move(group));
-    if (cancel_on_failure && !siblings_cancelled &&
-        group->first_failure() != child_group::none) {
+  co_return co_await park_while(std::move(group), [&](Group& g) {
+    if (cancel_on_failure && !siblings_cancelled && g.first_failure() != child_group::none) {
       siblings_cancelled = true;
-      group->cancel_children();
+      g.cancel_children();
     }
-  }
-  co_return group;
+    return !g.all_finished();
+  });
 }
 
 template <typename Range>
@@ -232,10 +230,9 @@ class as_completed_stream {
       group_->spawn_all(ex, pending_);
       pending_.clear();
     }
-    std::size_t index;
-    while ((index = group_->take_finished()) == detail::child_group::none) {
-      group_ = co_await detail::park(std::move(group_));
-    }
+    auto nothing_finished = [](detail::range_group<T>& g) { return !g.has_finished(); };
+    group_ = co_await detail::park_while(std::move(group_), nothing_finished);
+    const std::size_t index = group_->take_finished();
     --remaining_;
     last_index_ = index;
     detail::rethrow_if_parent_cancelled(*group_,

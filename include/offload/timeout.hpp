@@ -65,7 +65,8 @@ awaitable<T> wait_for(awaitable<T> aw, std::chrono::duration<Rep, Period> d) {
   timer.async_wait([group](const net_error_code& ec) {
     if (!ec) group->deadline_passed();
   });
-  while (!group->all_finished()) group = co_await detail::park(std::move(group));
+  auto running = [](detail::deadline_group<T>& g) { return !g.all_finished(); };
+  group = co_await detail::park_while(std::move(group), running);
   timer.cancel();
 
   if (group->parent_cancelled()) {

@@ -74,6 +74,10 @@ class child_group : public std::enable_shared_from_this<child_group> {
     std::lock_guard<std::mutex> lock(mutex_);
     return running_ == 0;
   }
+  bool has_finished() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return !finished_.empty();
+  }
   /// The next child in completion order not yet taken, or `none`.
   std::size_t take_finished() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -169,6 +173,19 @@ awaitable<std::shared_ptr<Group>> park(std::shared_ptr<Group> group) {
           park_initiation{}, net::use_awaitable, std::move(base));
   std::shared_ptr<child_group> back = co_await std::move(parked);
   co_return std::static_pointer_cast<Group>(std::move(back));
+}
+
+/// Parks until `keep_waiting(group)` is false. The parent's own cancellation must not cut the
+/// wait short (the children are still running, and will finish cancelled), so Asio's
+/// throw_if_cancelled is off while it parks, and restored after.
+template <typename Group, typename Predicate>
+awaitable<std::shared_ptr<Group>> park_while(std::shared_ptr<Group> group,
+                                             Predicate keep_waiting) {
+  const bool throw_if_cancelled = co_await net::this_coro::throw_if_cancelled();
+  co_await net::this_coro::throw_if_cancelled(false);
+  while (keep_waiting(*group)) group = co_await park(std::move(group));
+  co_await net::this_coro::throw_if_cancelled(throw_if_cancelled);
+  co_return group;
 }
 
 /// One child: awaits `aw`, stores its outcome in `*out`, tells the group.
