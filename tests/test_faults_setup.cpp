@@ -118,8 +118,7 @@ offload::awaitable<void> submit_fragile(offload::thread_pool& pool, int at, std:
 
 }  // namespace
 
-TEST_CASE("co_await, the argument's last move (into the call's node) throws: the exception "
-          "reaches the co_await",
+TEST_CASE("argument move into the node throws: the exception reaches the co_await",
           "[faults][arguments]") {
   offload::event_loop loop;
   std::atomic<int> ran{0};
@@ -165,8 +164,7 @@ offload::awaitable<void> node_call(offload::thread_pool& pool, long n, attempt& 
 
 }  // namespace
 
-TEST_CASE("co_await, every allocation of the call fails in turn, the node's included (cold "
-          "thread): bad_alloc at the co_await",
+TEST_CASE("each allocation of a call fails in turn: bad_alloc at the co_await (node included)",
           "[faults][alloc]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()
   for (long n = 1; n <= 64; ++n) {
@@ -206,8 +204,7 @@ offload::awaitable<void> first_call_on_bare_context(offload::thread_pool& pool, 
 
 }  // namespace
 
-TEST_CASE("co_await on an io_context with no event_loop, each allocation of its first call "
-          "fails in turn (the service, the completion queue): bad_alloc at the co_await",
+TEST_CASE("bare io_context: each allocation of its first call fails: bad_alloc at the co_await",
           "[faults][alloc]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()
   offload::thread_pool pool(1);
@@ -233,8 +230,7 @@ TEST_CASE("co_await on an io_context with no event_loop, each allocation of its 
   }
 }
 
-TEST_CASE("thread_pool constructor, a min_workers thread after the first cannot be created: "
-          "the constructor throws it and leaves no thread behind",
+TEST_CASE("pool constructor: a min_workers thread cannot start: it throws, no thread left",
           "[faults][alloc][thread]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()
   long allocations = 0;

@@ -64,7 +64,7 @@ class offload_service final : public net::execution_context::service {
   /// The batched hand-back queue for a handler running on `ex`, if offload has one for it: the
   /// attached event_loop's strand, or the io_context's own executor.
   template <typename Executor>
-  completion_queue* queue_for(const Executor& ex) noexcept {
+  completion_queue* queue_for(const Executor& ex) {  // may create the io_context's queue
     if constexpr (std::is_same_v<Executor, net::any_io_executor>) {
       if (const auto* strand = ex.template target<loop_strand_type>()) return loop_queue(*strand);
       if (const auto* io = ex.template target<net::io_context::executor_type>()) {
@@ -99,7 +99,7 @@ class offload_service final : public net::execution_context::service {
 
  public:
   /// The queue for coroutines that run on the io_context's own executor (no event_loop).
-  completion_queue* io_queue(net::io_context& io) noexcept {
+  completion_queue* io_queue(net::io_context& io) {
     if (static_cast<net::execution_context*>(&io) != &context()) return nullptr;
     if (auto* q = io_queue_.load(std::memory_order_acquire)) return q;
     std::lock_guard<std::mutex> lock(mutex_);
@@ -257,6 +257,9 @@ struct is_system_executor
 template <typename Blocking, typename Relationship, typename Allocator>
 struct is_system_executor<net::basic_system_executor<Blocking, Relationship, Allocator>>
     : std::true_type {};
+// use_future's: from Asio 1.26 it answers the context query with system_context's.
+template <typename T, typename Blocking>
+struct is_system_executor<net::detail::promise_executor<T, Blocking>> : std::true_type {};
 
 /// use_service with a one-entry per-thread cache: the lookup locks the context's registry.
 inline offload_service& service_of(net::execution_context& ctx) {
