@@ -196,8 +196,8 @@ offload::awaitable<bool> main_coro() {
   offload::task<std::vector<customer_total>> all =
       loop.create_task(offload::gather(std::move(queries)));
 
-  // The loop is free meanwhile. 10 ms in, the first two queries (a full scan takes some 20 to
-  // 40 ms) hold both tokens and the others wait in the limiter's queue, holding no thread.
+  // The loop is free meanwhile. 10 ms in, the first two queries (each a full scan of tens of
+  // ms) hold both tokens and the others wait in the limiter's queue, holding no thread.
   // (stats() is a snapshot: at the instant one token is being handed on to a waiting call it
   // may show borrowed_tokens 1.)
   offload::net::steady_timer timer(co_await offload::net::this_coro::executor, 10ms);
