@@ -8,6 +8,7 @@
 #include <offload/detail/op.hpp>
 #include <offload/errors.hpp>
 
+#include <array>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -95,9 +96,10 @@ class limiter_state {
     std::lock_guard<std::mutex> lock(mutex_);
     return borrowed_;
   }
-  std::size_t waiting() const {
+  /// {total, borrowed, waiting}, read together.
+  std::array<std::size_t, 3> snapshot() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return waiting_;
+    return {total_, borrowed_, waiting_};
   }
 
  private:
@@ -162,10 +164,15 @@ class capacity_limiter {
   void set_total_tokens(std::size_t total_tokens) { state_->set_total(checked(total_tokens)); }
   std::size_t borrowed_tokens() const { return state_->borrowed(); }
   std::size_t available_tokens() const {
-    const std::size_t total = state_->total(), borrowed = state_->borrowed();
+    const auto [total, borrowed, waiting] = state_->snapshot();
     return borrowed < total ? total - borrowed : 0;
   }
-  stats_type stats() const { return {state_->total(), state_->borrowed(), state_->waiting()}; }
+  /// One consistent snapshot. While a released token is being handed to a waiting call,
+  /// `borrowed_tokens` can briefly read below `total_tokens` with calls still waiting.
+  stats_type stats() const {
+    const auto [total, borrowed, waiting] = state_->snapshot();
+    return {total, borrowed, waiting};
+  }
 
  private:
   friend struct detail_limiter_access;
