@@ -145,8 +145,10 @@ class thread_pool {
       if (cancel_pending) cancelled = take_all_locked();
       cv_.notify_all();
     }
-    fail_chain(cancelled, make_cancelled("thread_pool::shutdown(cancel_pending=true) cancelled "
-                                         "the call before it started"));
+    fail_chain(cancelled, [] {
+      return make_cancelled(
+          "thread_pool::shutdown(cancel_pending=true) cancelled the call before it started");
+    });
     if (wait) join_all();
   }
 
@@ -392,6 +394,16 @@ class thread_pool {
       chain = next;
     }
   }
+  // One exception object per call: awaiters on other threads then share nothing (libstdc++'s
+  // exception_ptr count is invisible to ThreadSanitizer).
+  template <typename MakeError>
+  static void fail_chain(detail::op_base* chain, MakeError make_error_for_each) noexcept {
+    while (chain != nullptr) {
+      detail::op_base* next = chain->next;
+      chain->fail(make_error_for_each());
+      chain = next;
+    }
+  }
 
   void spawn_locked() {
     workers_.emplace_back();
@@ -539,9 +551,10 @@ class thread_pool {
       exited.swap(exited_);
     }
     for (worker& w : exited) w.thread.join();
-    fail_chain(stranded, std::make_exception_ptr(
-                             make_error(errc::executor_shutdown,
-                                        "thread_pool: shut down with calls no thread could run")));
+    fail_chain(stranded, [] {
+      return std::make_exception_ptr(make_error(
+          errc::executor_shutdown, "thread_pool: shut down with calls no thread could run"));
+    });
   }
 
   thread_pool_options options_;
