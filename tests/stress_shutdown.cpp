@@ -457,12 +457,6 @@ struct pool_call {
   }
 };
 
-#if defined(OFFLOAD_STRESS_TSAN)
-constexpr bool shutdown_from_loop_only = true;
-#else
-constexpr bool shutdown_from_loop_only = false;
-#endif
-
 constexpr int pool_plain_producers = 3;
 constexpr int pool_coroutines = 4;
 constexpr std::size_t pool_cap = 500;  // calls per submitter and iteration, at most
@@ -713,11 +707,9 @@ TEST_CASE(
     const bool wait = it % 2 == 0;
     const bool cancel_pending = (it / 2) % 2 == 0;
     // Shut down from the main thread, or from the loop's thread where the coroutines run.
-    // TSan: from the loop's thread only. The pool hands one exception object to all the calls
-    // shutdown(cancel_pending) cancels; an awaiter that reads it on another thread than the one
-    // releasing the last reference is reported as a race with that release's free (libstdc++'s
-    // exception_ptr count is not instrumented): tests/pending_stress_shared_exception.cpp.
-    const bool from_loop = shutdown_from_loop_only || (it / 4) % 2 == 1;
+    // (From the main thread, TSan once reported the exception object shutdown(cancel_pending)
+    // shared between the cancelled calls: tests/test_pool_shutdown_errors.cpp.)
+    const bool from_loop = (it / 4) % 2 == 1;
     const std::uint64_t threshold = rng() % 300;
     offload::thread_pool_options options;
     options.max_workers = 1 + rng() % 3;
