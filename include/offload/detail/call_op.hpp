@@ -468,7 +468,7 @@ class call_op final : public op_base {
 
   void deliver() {
     Handler handler(std::move(handler_));
-    std::optional<work_type> work(std::move(work_));
+    [[maybe_unused]] std::optional<work_type> work(std::move(work_));  // until the handler ran
     std::exception_ptr error = std::move(error_);
     std::optional<result_holder<value_type>> value;
     if (cancel_requested.load(std::memory_order_acquire)) {
