@@ -10,7 +10,15 @@
 #include <offload/thread_pool.hpp>
 #include <offload/to_thread.hpp>
 
+// deferred: net::deferred from Asio 1.24 (Boost 1.80) on, in <asio.hpp>; before, only
+// net::experimental::deferred, in its own header.
+#if OFFLOAD_ASIO_VERSION < 102400
+#if defined(OFFLOAD_USE_BOOST_ASIO)
+#include <boost/asio/experimental/deferred.hpp>
+#else
 #include <asio/experimental/deferred.hpp>
+#endif
+#endif
 
 #include <exception>
 #include <future>
@@ -26,6 +34,11 @@ namespace {
 
 namespace net = offload::net;
 using namespace std::chrono_literals;
+#if OFFLOAD_ASIO_VERSION >= 102400
+constexpr auto deferred = net::deferred;
+#else
+constexpr auto deferred = net::experimental::deferred;
+#endif
 using offload_test::contains;
 using offload_test::this_thread_name;
 
@@ -203,7 +216,7 @@ offload::awaitable<void> with_deferred(offload::thread_pool& pool, offload_test:
   REQUIRE(offload_test::eventually([&] { return pool.stats().running == 1; }));
 
   auto op = offload::async_run(
-      pool, [] { return std::make_pair(this_thread_name(), 9); }, asio::experimental::deferred);
+      pool, [] { return std::make_pair(this_thread_name(), 9); }, deferred);
   // Deferred: nothing is submitted until the operation is launched.
   CHECK(pool.stats().queued == 0);
   g.open();
@@ -214,7 +227,7 @@ offload::awaitable<void> with_deferred(offload::thread_pool& pool, offload_test:
   blocker_done.get_future().get();
 }
 
-TEST_CASE("async_run with asio::experimental::deferred submits when launched", "[async_run]") {
+TEST_CASE("async_run with deferred submits when launched", "[async_run]") {
   offload::thread_pool pool(named_pool("df", 1));
   offload_test::gate g;
   offload::run(with_deferred(pool, g));

@@ -31,15 +31,7 @@ struct concurrency_probe {
   void leave() { now.fetch_sub(1); }
 };
 
-bool is_cancelled(const std::exception_ptr& e) {
-  try {
-    if (e) std::rethrow_exception(e);
-  } catch (const net::system_error& se) {
-    return se.code() == net::error::operation_aborted;
-  } catch (...) {
-  }
-  return false;
-}
+using offload_test::is_cancelled;
 
 }  // namespace
 

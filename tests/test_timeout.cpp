@@ -19,15 +19,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool is_cancelled(const std::exception_ptr& e) {
-  try {
-    if (e) std::rethrow_exception(e);
-  } catch (const net::system_error& se) {
-    return se.code() == net::error::operation_aborted;
-  } catch (...) {
-  }
-  return false;
-}
+using offload_test::is_cancelled;
 
 // Blocks until stopped (or a guard passes); records whether it saw the stop request.
 struct stoppable_wait {

@@ -6,6 +6,8 @@
 #include <offload/config.hpp>
 #include <offload/detail/thread_name.hpp>
 
+#include "net_errors.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>

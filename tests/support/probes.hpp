@@ -9,6 +9,8 @@
 #include <offload/event_loop.hpp>
 #include <offload/to_thread.hpp>
 
+#include "net_errors.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
