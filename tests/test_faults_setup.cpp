@@ -20,63 +20,7 @@
 #include <thread>
 #include <vector>
 
-// Clang links its sanitizer runtimes whole, operator new included: there the allocation cases
-// are skipped (see test_faults.cpp).
-#if defined(__clang__) && defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define OFFLOAD_TEST_CANNOT_REPLACE_NEW 1
-#endif
-#endif
-#if !defined(OFFLOAD_TEST_CANNOT_REPLACE_NEW)
-#define OFFLOAD_TEST_CANNOT_REPLACE_NEW 0
-#endif
-
-#define OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()                                                 \
-  if (OFFLOAD_TEST_CANNOT_REPLACE_NEW) {                                                     \
-    WARN("skipped: this build's sanitizer runtime owns operator new (Clang links it whole)"); \
-    return;                                                                                  \
-  }
-
-// The same switch as test_faults.cpp: off by default; an armed thread's n-th allocation fails.
-namespace alloc_fault {
-thread_local bool counting = false;
-thread_local long seen = 0;
-thread_local long fail_at = 0;
-thread_local long failed = 0;
-void arm(long n) noexcept {
-  seen = 0;
-  fail_at = n;
-  failed = 0;
-  counting = true;
-}
-long disarm() noexcept {
-  counting = false;
-  return seen;
-}
-bool next_fails() noexcept {
-  if (!counting) return false;
-  ++seen;
-  if (seen != fail_at) return false;
-  failed = seen;
-  fail_at = 0;
-  return true;
-}
-void* allocate(std::size_t n) {
-  if (next_fails()) throw std::bad_alloc();
-  if (void* p = std::malloc(n != 0 ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace alloc_fault
-
-#if !OFFLOAD_TEST_CANNOT_REPLACE_NEW
-void* operator new(std::size_t n) { return alloc_fault::allocate(n); }
-void* operator new[](std::size_t n) { return alloc_fault::allocate(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-#endif
+#include "alloc_fault.hpp"
 
 namespace {
 
