@@ -692,7 +692,7 @@ struct attempt {
 /// the points: when it is allocated, it is at the call expression, before any submission.)
 void seed_node_cache() {
   auto& cache = offload::detail::block_cache::local();
-  for (std::size_t size = 32; size <= 384; size += 32) {
+  for (std::size_t size = cache.step; size <= cache.max_block; size += cache.step) {
     cache.deallocate(::operator new(size), size);
   }
 }

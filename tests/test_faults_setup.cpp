@@ -158,7 +158,7 @@ TEST_CASE("bare io_context: each allocation of its first call fails: bad_alloc a
     std::thread([&] {
       // Keep the node out of it (see the first cases): seed this thread's node cache.
       auto& cache = offload::detail::block_cache::local();
-      for (std::size_t size = 32; size <= 384; size += 32) {
+      for (std::size_t size = cache.step; size <= cache.max_block; size += cache.step) {
         cache.deallocate(::operator new(size), size);
       }
       net::io_context ctx;

@@ -7,6 +7,7 @@
 
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
+#include <offload/node_cache.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/to_thread.hpp>
 
@@ -604,6 +605,161 @@ TEST_CASE(
   g.open();
   CHECK(call.get());
   CHECK(eventually([&] { return pool.running_calls().empty(); }));
+}
+
+// -- calls made in one loop step (published in groups) ------------------------------------------
+
+TEST_CASE("a burst of calls made in one loop step starts in the order it was made",
+          "[thread_pool][batch]") {
+  offload::thread_pool pool(sized(1));
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  constexpr int n = 1000;  // several groups, and a remainder published when the step ends
+  std::vector<int> started;
+  std::mutex m;
+  int done = 0;
+  loop.call_soon([&] {
+    for (int i = 0; i < n; ++i) {
+      auto f = [&, i] {
+        std::lock_guard<std::mutex> lock(m);
+        started.push_back(i);
+        return i;
+      };
+      offload::async_run(pool, std::move(f), net::bind_executor(ex, [&](std::exception_ptr e, int) {
+                           CHECK_FALSE(e);
+                           if (++done == n) loop.stop();
+                         }));
+    }
+  });
+  loop.run_forever();
+  REQUIRE(started.size() == static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) REQUIRE(started[static_cast<std::size_t>(i)] == i);
+}
+
+TEST_CASE("the first call of a loop step starts while the step still runs",
+          "[thread_pool][batch]") {
+  offload::thread_pool pool(sized(1));
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  std::atomic<bool> ran{false};
+  bool seen_during_step = false;
+  loop.call_soon([&] {
+    offload::async_run(pool, [&] { ran = true; },
+                       net::bind_executor(ex, [&](std::exception_ptr) { loop.stop(); }));
+    seen_during_step = eventually([&] { return ran.load(); });
+  });
+  loop.run_forever();
+  CHECK(seen_during_step);
+}
+
+TEST_CASE("calls to two pools made in one loop step each run on their own pool",
+          "[thread_pool][batch]") {
+  offload::thread_pool_options oa = sized(1);
+  oa.thread_name_prefix = "pa";
+  offload::thread_pool_options ob = sized(1);
+  ob.thread_name_prefix = "pb";
+  offload::thread_pool a(std::move(oa));
+  offload::thread_pool b(std::move(ob));
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  constexpr int n = 300;
+  int done = 0;
+  int on_a = 0;
+  int on_b = 0;
+  loop.call_soon([&] {
+    for (int i = 0; i < n; ++i) {
+      auto handler = net::bind_executor(ex, [&, i](std::exception_ptr e, std::string name) {
+        CHECK_FALSE(e);
+        (i % 2 == 0 ? on_a : on_b) += name == (i % 2 == 0 ? "pa-1" : "pb-1") ? 1 : 0;
+        if (++done == n) loop.stop();
+      });
+      offload::async_run(i % 2 == 0 ? a : b, this_thread_name, std::move(handler));
+    }
+  });
+  loop.run_forever();
+  CHECK(on_a == n / 2);
+  CHECK(on_b == n / 2);
+}
+
+TEST_CASE("shutdown(wait=false) in the step that made calls still runs them",
+          "[thread_pool][batch]") {
+  // The step's calls past the first are held until the step ends; shutdown publishes them
+  // first, so they were submitted before it and run (only cancel_pending drops them).
+  offload::thread_pool pool(sized(1));
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  constexpr int n = 10;
+  int values = 0;
+  int done = 0;
+  loop.call_soon([&] {
+    for (int i = 0; i < n; ++i) {
+      offload::async_run(pool, [] { return 1; },
+                         net::bind_executor(ex, [&](std::exception_ptr e, int v) {
+                           if (!e) values += v;
+                           if (++done == n) loop.stop();
+                         }));
+    }
+    pool.shutdown(false);
+  });
+  loop.run_forever();
+  CHECK(values == n);
+  pool.join();
+}
+
+TEST_CASE("stats() in the step that made calls counts them as queued", "[thread_pool][batch]") {
+  offload::thread_pool pool(sized(1));
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  offload_test::gate g;
+  std::atomic<bool> started{false};
+  std::size_t queued = 0;
+  int done = 0;
+  auto finish = [&](std::exception_ptr) {
+    if (++done == 6) loop.stop();
+  };
+  loop.call_soon([&] {
+    offload::async_run(pool, [&] {
+      started = true;
+      g.wait();
+    }, net::bind_executor(ex, finish));
+  });
+  loop.call_soon([&] {
+    REQUIRE(eventually([&] { return started.load(); }));
+    for (int i = 0; i < 5; ++i) offload::async_run(pool, [] {}, net::bind_executor(ex, finish));
+    queued = pool.stats().queued;
+    g.open();
+  });
+  loop.run_forever();
+  CHECK(queued == 5);
+}
+
+// -- node cache -------------------------------------------------------------------------------
+
+TEST_CASE("finished calls' nodes stay in the thread's cache up to node_cache_limit",
+          "[thread_pool][node_cache]") {
+  const std::size_t saved = offload::node_cache_limit();
+  CHECK(saved == (std::size_t(32) << 20));
+  offload::thread_pool pool(sized(2));
+  // Fresh threads: each starts with an empty cache.
+  std::size_t kept_at_zero = 1;
+  offload::set_node_cache_limit(0);
+  CHECK(offload::node_cache_limit() == 0);
+  std::thread([&] {
+    CHECK(offload::run(run_many(pool, 50)) == 1225);
+    kept_at_zero = offload::detail::block_cache::local().cached_bytes();
+  }).join();
+  CHECK(kept_at_zero == 0);  // every node went back to the heap
+
+  std::size_t kept = 0;
+  offload::set_node_cache_limit(std::size_t(1) << 20);
+  std::thread([&] {
+    CHECK(offload::run(run_many(pool, 50)) == 1225);
+    kept = offload::detail::block_cache::local().cached_bytes();
+  }).join();
+  CHECK(kept > 0);
+  CHECK(kept <= (std::size_t(1) << 20));
+
+  offload::set_node_cache_limit(saved);
 }
 
 }  // namespace

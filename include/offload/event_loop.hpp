@@ -763,15 +763,20 @@ class event_loop {
     running_.store(true, std::memory_order_release);
     const auto saved = detail::tl_running_loop;
     detail::tl_running_loop = {this, service_};
+    detail::end_loop_step();  // a loop run from inside another's step starts with a clean batch
+    const bool saved_batching = std::exchange(detail::tl_submit_batch.enabled, true);
     auto work = net::make_work_guard(*ctx_);
     struct restore {
       event_loop* self;
       detail::running_loop_info saved;
+      bool saved_batching;
       ~restore() {
+        detail::end_loop_step();
+        detail::tl_submit_batch.enabled = saved_batching;
         detail::tl_running_loop = saved;
         self->running_.store(false, std::memory_order_release);
       }
-    } restore_on_exit{this, saved};
+    } restore_on_exit{this, saved, saved_batching};
 
     net::io_context& ctx = *ctx_;
     detail::completion_queue* queue = service_->loop_queue();
@@ -783,10 +788,12 @@ class event_loop {
       std::size_t ran = 0;
       if (threshold > 0) {
         ran = timed_poll_one(ctx, threshold);
+        detail::end_loop_step();
       } else {
         // One handler at a time, so a stop() or a finished main is seen even while handlers
         // keep becoming ready (a coroutine that yields forever would keep poll() from returning).
         while (ran < max_batch && ctx.poll_one() != 0) {
+          detail::end_loop_step();
           ++ran;
           if (stop_requested_.load(std::memory_order_relaxed) || done()) break;
         }
@@ -799,12 +806,15 @@ class event_loop {
           return queue->handed_over() || stop_requested_.load(std::memory_order_relaxed);
         });
         queue->end_spin();
-        if ((threshold > 0 ? timed_poll_one(ctx, threshold) : ctx.poll()) != 0) continue;
+        const std::size_t polled = threshold > 0 ? timed_poll_one(ctx, threshold) : ctx.poll();
+        detail::end_loop_step();
+        if (polled != 0) continue;
       }
       if (threshold > 0) {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
       } else {
         ctx.run_one();
+        detail::end_loop_step();
       }
     }
   }

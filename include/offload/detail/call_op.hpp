@@ -72,7 +72,7 @@ class bound_call {
 
  private:
   F f_;
-  std::tuple<Args...> args_;
+  [[no_unique_address]] std::tuple<Args...> args_;
 };
 
 /// The completion signature of a call returning R: Asio's (exception_ptr, value) shape, with
@@ -181,10 +181,15 @@ class call_op final : public op_base {
   static call_op* create(Call&& call, Handler&& handler, completion_queue* queue,
                          offload_service* home, Extras&& extras = Extras{}) {
     allocator_type alloc(net::get_associated_allocator(handler));
+    std::optional<work_type> work;
+    if (queue == nullptr) {
+      work.emplace(net::prefer(net::get_associated_executor(handler),
+                               net::execution::outstanding_work.tracked));
+    }
     call_op* p = std::allocator_traits<allocator_type>::allocate(alloc, 1);
     try {
-      ::new (static_cast<void*>(p))
-          call_op(std::move(call), std::move(handler), queue, home, std::move(extras), alloc);
+      ::new (static_cast<void*>(p)) call_op(std::move(call), std::move(handler), std::move(work),
+                                            queue, home, std::move(extras), alloc);
     } catch (...) {
       std::allocator_traits<allocator_type>::deallocate(alloc, p, 1);
       throw;
@@ -227,22 +232,33 @@ class call_op final : public op_base {
   struct no_stop_source {};
   using stop_source_type = std::conditional_t<Call::stoppable, std::stop_source, no_stop_source>;
 
-  call_op(Call&& call, Handler&& handler, completion_queue* q, offload_service* h,
-          Extras&& extras, const allocator_type& alloc)
+  call_op(Call&& call, Handler&& handler, std::optional<work_type>&& work, completion_queue* q,
+          offload_service* h, Extras&& extras, const allocator_type& alloc)
       : call_(std::in_place, std::move(call)),
         slot_(net::get_associated_cancellation_slot(handler)),
-        work_(q != nullptr ? std::nullopt
-                           : std::optional<work_type>(
-                                 net::prefer(net::get_associated_executor(handler),
-                                             net::execution::outstanding_work.tracked))),
-        handler_(std::move(handler)),  // last: whatever throws leaves the handler untouched
         extras_(std::move(extras)),
-        alloc_(alloc) {
+        alloc_(alloc),
+        handler_(std::move(handler)) {  // last: whatever throws leaves the handler untouched
+    static_assert(std::is_nothrow_move_constructible_v<work_type>);
+    if (q == nullptr) {
+      ::new (static_cast<void*>(std::addressof(work_.value))) work_type(std::move(*work));
+    }
     fn = &call_op::dispatch_action;
     queue = q;
     home = h;
     callable_name = Call::name();
     if (home != nullptr) home->op_started();
+  }
+
+  ~call_op() {
+    if (queue == nullptr) work_.value.~work_type();
+  }
+
+  // The work guard of a call handed back without an offload queue, moved out to live until
+  // its handler has run.
+  std::optional<work_type> take_work() noexcept {
+    if (queue != nullptr) return std::nullopt;
+    return std::optional<work_type>(std::move(work_.value));
   }
 
   void free_self() noexcept {
@@ -333,7 +349,7 @@ class call_op final : public op_base {
   void answer_cancelled(const char* what) {
     auto ex = net::get_associated_executor(handler_);
     auto error = make_cancelled(what);
-    net::post(ex, [h = std::move(handler_), slot = slot_, work = std::move(work_),
+    net::post(ex, [h = std::move(handler_), slot = slot_, work = take_work(),
                    error = std::move(error)]() mutable {
       slot.clear();
       invoke_handler(h, std::move(error), std::nullopt);
@@ -468,7 +484,7 @@ class call_op final : public op_base {
 
   void deliver() {
     Handler handler(std::move(handler_));
-    [[maybe_unused]] std::optional<work_type> work(std::move(work_));  // until the handler ran
+    [[maybe_unused]] std::optional<work_type> work = take_work();  // until the handler ran
     std::exception_ptr error = std::move(error_);
     std::optional<result_holder<value_type>> value;
     if (cancel_requested.load(std::memory_order_acquire)) {
@@ -491,13 +507,18 @@ class call_op final : public op_base {
   result_slot<value_type> result_;
   std::exception_ptr error_;
   net::cancellation_slot slot_;
-  // Calls handed back through an offload queue are counted as work by the service, in bulk.
-  std::optional<work_type> work_;
-  Handler handler_;
-  [[no_unique_address]] stop_source_type stop_;
+  // Only calls handed back without an offload queue (queue == nullptr) hold a work guard:
+  // the others are counted as work by the service, in bulk.
+  union work_storage {
+    work_storage() noexcept {}
+    ~work_storage() {}
+    work_type value;
+  } work_;
   [[no_unique_address]] Extras extras_;
-  std::unique_ptr<context_snapshot> context_;
   [[no_unique_address]] allocator_type alloc_;
+  [[no_unique_address]] stop_source_type stop_;
+  Handler handler_;
+  std::unique_ptr<context_snapshot> context_;
 };
 
 }  // namespace offload::detail

@@ -11,6 +11,7 @@
 #include <offload/config.hpp>
 #include <offload/detail/op.hpp>
 #include <offload/detail/op_allocator.hpp>
+#include <offload/detail/spin.hpp>
 
 #include <atomic>
 #include <utility>
@@ -113,11 +114,12 @@ class completion_queue {
     return &sentinel;
   }
 
-  op_base* backlog_ = nullptr;  // taken, in FIFO order, not yet completed; drain-only
-  std::atomic<op_base*> head_{nullptr};
-  std::atomic<bool> consumer_spinning_{false};
+  // Workers push onto head_ per call: nothing else may share its line.
+  alignas(cache_line) std::atomic<op_base*> head_{nullptr};
+  alignas(cache_line) std::atomic<bool> consumer_spinning_{false};
   std::atomic<bool> one_per_drain_{false};
   std::atomic<bool> closed_{false};
+  op_base* backlog_ = nullptr;  // taken, in FIFO order, not yet completed; drain-only
 };
 
 /// A completion queue whose drain runs on `Executor` (the loop's strand, or an io_context's
@@ -137,7 +139,7 @@ class basic_completion_queue final : public completion_queue {
   };
   void schedule_drain() override { net::post(ex_, drain_invoker{this}); }
 
-  Executor ex_;
+  alignas(cache_line) Executor ex_;
   reusable_block block_;
 };
 

@@ -1,9 +1,10 @@
 // offload: memory for call nodes and drain posts without a malloc per call.
 //
 // A call node is allocated where the call is made (the loop thread) and freed where it is
-// delivered (the loop thread again), so a small per-thread cache of blocks by size class makes
-// steady-state calls allocation-free. Asio's own recycling cache is left to Asio's operations:
-// sharing its two slots with nodes of other sizes made both miss.
+// delivered (the loop thread again), so a per-thread cache of blocks by size class makes
+// steady-state calls allocation-free, and bursts free of page faults. Asio's own recycling
+// cache is left to Asio's operations: sharing its two slots with nodes of other sizes made
+// both miss.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
@@ -12,24 +13,28 @@
 #include <cstddef>
 #include <memory>
 #include <new>
+#include <utility>
 
 namespace offload::detail {
 
+/// How many bytes of freed call nodes each thread keeps for reuse (see set_node_cache_limit).
+inline std::atomic<std::size_t>& node_cache_limit_bytes() noexcept {
+  static std::atomic<std::size_t> limit{std::size_t(32) << 20};
+  return limit;
+}
+
 class block_cache {
  public:
-  static constexpr std::size_t class_count = 12;  // 32-byte steps up to 384 bytes
-  static constexpr std::size_t max_cached = 128;  // per class, per thread
+  static constexpr std::size_t step = 16;
+  static constexpr std::size_t class_count = 24;  // 16-byte steps up to 384 bytes
+  static constexpr std::size_t max_block = step * class_count;
 
   block_cache() = default;
   block_cache(const block_cache&) = delete;
   block_cache& operator=(const block_cache&) = delete;
   ~block_cache() {
-    for (auto& list : lists_) {
-      while (list.head != nullptr) {
-        node* next = list.head->next;
-        ::operator delete(static_cast<void*>(list.head));
-        list.head = next;
-      }
+    for (node*& head : lists_) {
+      while (head != nullptr) ::operator delete(static_cast<void*>(std::exchange(head, head->next)));
     }
   }
 
@@ -41,37 +46,35 @@ class block_cache {
   void* allocate(std::size_t bytes) {
     const int c = class_of(bytes);
     if (c < 0) return ::operator new(bytes);
-    free_list& list = lists_[c];
-    if (list.head != nullptr) {
-      node* n = list.head;
-      list.head = n->next;
-      --list.count;
-      return n;
+    node*& head = lists_[c];
+    if (head != nullptr) {
+      cached_bytes_ -= class_size(c);
+      return std::exchange(head, head->next);
     }
     return ::operator new(class_size(c));
   }
 
+  // Keeping blocks up to the limit, rather than a few per size, is what makes a burst of
+  // calls cheap: its nodes come back to this cache, and the next burst reuses memory the
+  // kernel has already mapped instead of faulting fresh pages in.
   void deallocate(void* p, std::size_t bytes) noexcept {
     const int c = class_of(bytes);
-    if (c < 0 || lists_[c].count == max_cached) {
+    if (c < 0 || cached_bytes_ + class_size(c) >
+                     node_cache_limit_bytes().load(std::memory_order_relaxed)) {
       ::operator delete(p);
       return;
     }
-    free_list& list = lists_[c];
-    list.head = ::new (p) node{list.head};
-    ++list.count;
+    lists_[c] = ::new (p) node{lists_[c]};
+    cached_bytes_ += class_size(c);
   }
+
+  std::size_t cached_bytes() const noexcept { return cached_bytes_; }
 
  private:
   struct node {
     node* next;
   };
-  struct free_list {
-    node* head = nullptr;
-    std::size_t count = 0;
-  };
 
-  static constexpr std::size_t step = 32;
   static constexpr std::size_t class_size(int c) noexcept {
     return step * (static_cast<std::size_t>(c) + 1);
   }
@@ -80,7 +83,8 @@ class block_cache {
     return c == 0 ? 0 : (c <= class_count ? static_cast<int>(c - 1) : -1);
   }
 
-  free_list lists_[class_count];
+  node* lists_[class_count] = {};
+  std::size_t cached_bytes_ = 0;
 };
 
 template <typename T>

@@ -218,9 +218,10 @@ class offload_service final : public net::execution_context::service {
     default_raw_.store(default_.get(), std::memory_order_release);
   }
 
-  std::atomic<std::size_t> in_flight_{0};
-  std::atomic<std::size_t> handing_back_{0};
-  std::atomic<bool> closing_{false};
+  // in_flight_ changes on the loop's thread, handing_back_ on workers: separate lines.
+  alignas(cache_line) std::atomic<std::size_t> in_flight_{0};
+  alignas(cache_line) std::atomic<std::size_t> handing_back_{0};
+  alignas(cache_line) std::atomic<bool> closing_{false};
   std::atomic<thread_pool*> default_raw_{nullptr};
   std::atomic<basic_completion_queue<loop_strand_type>*> loop_queue_{nullptr};
   std::atomic<completion_queue*> io_queue_{nullptr};

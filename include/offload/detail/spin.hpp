@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <thread>
 
@@ -13,6 +14,10 @@
 #endif
 
 namespace offload::detail {
+
+/// Keeps atomics written by different threads on different cache lines (a constant rather than
+/// std::hardware_destructive_interference_size, whose value GCC warns may differ between builds).
+inline constexpr std::size_t cache_line = 64;
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)

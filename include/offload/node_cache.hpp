@@ -1,0 +1,32 @@
+// offload: how much memory of finished calls each thread keeps for the next ones.
+//
+// Every call lives in one node, allocated on the thread that makes the call and freed, in the
+// common case, on the same thread when its awaiter resumes. Freed nodes go to a per-thread cache
+// that the next calls reuse: steady-state calls do not call malloc, and a burst of calls after
+// an earlier one reuses memory the kernel has already mapped instead of faulting fresh pages in
+// (which costs more than everything else a call does). The cache holds at most the limit below
+// per thread; beyond it, nodes go back to the heap. A thread's cache is freed when it exits.
+//
+// Distributed under the Boost Software License, Version 1.0.
+#pragma once
+
+#include <offload/detail/op_allocator.hpp>
+
+#include <atomic>
+#include <cstddef>
+
+namespace offload {
+
+/// Bytes of freed call nodes each thread keeps for reuse; 32 MiB unless set (about 170,000
+/// calls of a typical size). 0: a thread keeps none, every call allocates and frees its node.
+inline std::size_t node_cache_limit() noexcept {
+  return detail::node_cache_limit_bytes().load(std::memory_order_relaxed);
+}
+
+/// Sets the limit for every thread, from now on; a cache already above it shrinks as calls
+/// are made rather than at once.
+inline void set_node_cache_limit(std::size_t bytes) noexcept {
+  detail::node_cache_limit_bytes().store(bytes, std::memory_order_relaxed);
+}
+
+}  // namespace offload
