@@ -2,7 +2,7 @@
 // user would write for the same job, alternating, in the same process; it reports medians over
 // repeats and the ratio offload / Asio. Timings are never asserted.
 //
-//   offload_bench [--quick] [--json] [--repeats N] [--no-pinned]
+//   offload_bench [--quick] [--json] [--repeats N] [--no-pinned] [--only W1,W3,...]
 //
 // W1/W2 also run pinned to CPU 0 (a child process with its affinity set before any thread
 // starts), since whether two threads share a vCPU swings hop latency on a VM.
@@ -93,6 +93,15 @@ struct options {
   bool pinned_child = false;
   bool run_pinned = true;
   int repeats = 5;
+  std::string only;  // comma-separated workloads ("W1,W3"); empty: all
+
+  bool wants(const char* workload) const {
+    if (only.empty()) return true;
+    std::istringstream list(only);
+    for (std::string w; std::getline(list, w, ',');)
+      if (w == workload) return true;
+    return false;
+  }
 };
 
 // Runs `offload_fn` and `asio_fn` alternately `repeats` times; each returns a vector of figures
@@ -570,10 +579,14 @@ static std::string machine_description() {
 static std::vector<row> run_w1_w2(const options& opt, const std::string& suffix) {
   std::vector<row> rows;
   const int n1 = opt.quick ? 2000 : 50000;
-  auto [o1, a1] = alternate(
-      opt.repeats, [&] { return w1_offload(n1); }, [&] { return w1_asio(n1); });
-  rows.push_back({"W1 round trip" + suffix, "p50 us", o1[0], a1[0], "<= 0.06x (unpinned)", false});
-  rows.push_back({"W1 round trip" + suffix, "p99 us", o1[1], a1[1], "", false});
+  if (opt.wants("W1")) {
+    auto [o1, a1] = alternate(
+        opt.repeats, [&] { return w1_offload(n1); }, [&] { return w1_asio(n1); });
+    rows.push_back(
+        {"W1 round trip" + suffix, "p50 us", o1[0], a1[0], "<= 0.06x (unpinned)", false});
+    rows.push_back({"W1 round trip" + suffix, "p99 us", o1[1], a1[1], "", false});
+  }
+  if (!opt.wants("W2")) return rows;
   for (std::size_t n :
        opt.quick ? std::vector<std::size_t>{20000} : std::vector<std::size_t>{200000, 1000000}) {
     auto [o2, a2] = alternate(
@@ -625,6 +638,10 @@ static std::vector<row> run_pinned_child(const char* self, const options& opt) {
     std::vector<std::string> args = {self, "--pinned-child", "--repeats",
                                      std::to_string(opt.repeats)};
     if (opt.quick) args.push_back("--quick");
+    if (!opt.only.empty()) {
+      args.push_back("--only");
+      args.push_back(opt.only);
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -669,8 +686,12 @@ int main(int argc, char** argv) {
       opt.run_pinned = false;
     else if (a == "--repeats" && i + 1 < argc)
       opt.repeats = std::atoi(argv[++i]);
+    else if (a == "--only" && i + 1 < argc)
+      opt.only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--quick] [--json] [--repeats N] [--no-pinned]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--quick] [--json] [--repeats N] [--no-pinned] [--only W1,W3,...]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -686,7 +707,7 @@ int main(int argc, char** argv) {
 
   const double floor_us = spin_floor_us(opt.quick ? 10000 : 200000);
   std::vector<row> rows = run_w1_w2(opt, "");
-  if (opt.run_pinned) {
+  if (opt.run_pinned && (opt.wants("W1") || opt.wants("W2"))) {
     auto pinned = run_pinned_child(argv[0], opt);
     for (auto& r : pinned) {
       if (r.workload.find("W1") == 0 && r.metric == "p50 us") r.target = "<= 1.0x";
@@ -696,44 +717,55 @@ int main(int argc, char** argv) {
 
   const int per_producer = opt.quick ? 20000 : 500000;
   for (int producers : {1, 2}) {
+    if (!opt.wants("W3")) break;
     auto [o3, a3] = alternate(
         opt.repeats, [&] { return w3_offload(producers, per_producer); },
         [&] { return w3_asio(producers, per_producer); });
     rows.push_back({"W3 call_soon_threadsafe x" + std::to_string(producers), "calls/s", o3[0],
                     a3[0], ">= 1.0x", true});
   }
-  const int n4 = opt.quick ? 2000 : 20000;
-  auto [o4, a4] = alternate(
-      opt.repeats, [&] { return w4_offload(n4); }, [&] { return w4_asio(n4); });
-  rows.push_back({"W4 run_coroutine_threadsafe", "p50 us", o4[0], a4[0], "p50 < 5 us", false});
-  rows.push_back({"W4 run_coroutine_threadsafe", "p99 us", o4[1], a4[1], "", false});
+  if (opt.wants("W4")) {
+    const int n4 = opt.quick ? 2000 : 20000;
+    auto [o4, a4] = alternate(
+        opt.repeats, [&] { return w4_offload(n4); }, [&] { return w4_asio(n4); });
+    rows.push_back({"W4 run_coroutine_threadsafe", "p50 us", o4[0], a4[0], "p50 < 5 us", false});
+    rows.push_back({"W4 run_coroutine_threadsafe", "p99 us", o4[1], a4[1], "", false});
+  }
 
-  const int ticks = opt.quick ? 50 : 200;
-  auto [o5, a5] = alternate(
-      opt.repeats, [&] { return w5_offload(ticks); }, [&] { return w5_asio(ticks); });
-  rows.push_back({"W5 tick lag", "p50 us", o5[0], a5[0], "", false});
-  rows.push_back({"W5 tick lag", "p99 us", o5[1], a5[1], "p99 < 200 us", false});
+  if (opt.wants("W5")) {
+    const int ticks = opt.quick ? 50 : 200;
+    auto [o5, a5] = alternate(
+        opt.repeats, [&] { return w5_offload(ticks); }, [&] { return w5_asio(ticks); });
+    rows.push_back({"W5 tick lag", "p50 us", o5[0], a5[0], "", false});
+    rows.push_back({"W5 tick lag", "p99 us", o5[1], a5[1], "p99 < 200 us", false});
+  }
 
-  const unsigned cores = offload::detail::usable_cpus();
-  const int calls = static_cast<int>(cores) * 4;
-  const std::uint64_t iters = opt.quick ? 2000000 : 20000000;
-  std::vector<double> speedups;
-  for (int r = 0; r < opt.repeats; ++r) speedups.push_back(w6(calls, iters)[0]);
-  rows.push_back({"W6 CPU-bound speed-up", "x inline", median(speedups), static_cast<double>(cores),
-                  ">= 0.9 x cores", true});
+  if (opt.wants("W6")) {
+    const unsigned cores = offload::detail::usable_cpus();
+    const int calls = static_cast<int>(cores) * 4;
+    const std::uint64_t iters = opt.quick ? 2000000 : 20000000;
+    std::vector<double> speedups;
+    for (int r = 0; r < opt.repeats; ++r) speedups.push_back(w6(calls, iters)[0]);
+    rows.push_back({"W6 CPU-bound speed-up", "x inline", median(speedups),
+                    static_cast<double>(cores), ">= 0.9 x cores", true});
+  }
 
-  const int n7 = opt.quick ? 2000 : 20000;
-  const std::size_t q7 = opt.quick ? 100000 : 1000000;
-  auto [o7, a7] = alternate(
-      1, [&] { return w7_offload(n7, q7); }, [&] { return w7_asio(n7, q7); });
-  rows.push_back({"W7 allocations per call", "allocs", o7[0], a7[0], "<= 1", false});
-  rows.push_back({"W7 bytes per queued call", "bytes", o7[1], a7[1], "<= 256", false});
+  if (opt.wants("W7")) {
+    const int n7 = opt.quick ? 2000 : 20000;
+    const std::size_t q7 = opt.quick ? 100000 : 1000000;
+    auto [o7, a7] = alternate(
+        1, [&] { return w7_offload(n7, q7); }, [&] { return w7_asio(n7, q7); });
+    rows.push_back({"W7 allocations per call", "allocs", o7[0], a7[0], "<= 1", false});
+    rows.push_back({"W7 bytes per queued call", "bytes", o7[1], a7[1], "<= 256", false});
+  }
 
-  const auto idle = opt.quick ? 200ms : 1000ms;
-  auto [o8, a8] = alternate(
-      opt.quick ? 1 : 3, [&] { return w89_offload(idle); }, [&] { return w89_asio(idle); });
-  rows.push_back({"W8 idle CPU", "% core", o8[0], a8[0], "< 2%", false});
-  rows.push_back({"W9 wake after idle", "us", o8[1], a8[1], "< 200 us", false});
+  if (opt.wants("W8") || opt.wants("W9")) {
+    const auto idle = opt.quick ? 200ms : 1000ms;
+    auto [o8, a8] = alternate(
+        opt.quick ? 1 : 3, [&] { return w89_offload(idle); }, [&] { return w89_asio(idle); });
+    rows.push_back({"W8 idle CPU", "% core", o8[0], a8[0], "< 2%", false});
+    rows.push_back({"W9 wake after idle", "us", o8[1], a8[1], "< 200 us", false});
+  }
 
   print_rows(rows, opt, floor_us);
   return g_sink.load() == 0 ? 1 : 0;

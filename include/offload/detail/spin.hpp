@@ -44,20 +44,29 @@ inline unsigned usable_cpus() noexcept {
   return n ? n : 1;
 }
 
-/// The spin budget used when the user did not set one: zero on a single usable CPU.
+/// Whether this process may run on one CPU only (read once: it is asked per wait).
+inline bool single_usable_cpu() noexcept {
+  static const bool single = usable_cpus() == 1;
+  return single;
+}
+
+/// The spin budget used when the user did not set one.
 inline std::chrono::nanoseconds default_spin() noexcept {
-  static const std::chrono::nanoseconds spin =
-      usable_cpus() > 1 ? std::chrono::nanoseconds(std::chrono::microseconds(50))
-                        : std::chrono::nanoseconds(0);
-  return spin;
+  return std::chrono::microseconds(50);
 }
 
 /// Per-thread spin budget: full after a spin that found work, halved after a run of spins
 /// that found none, so a thread that keeps spinning in vain soon parks at once.
+///
+/// On a single usable CPU (`taskset -c 0`) the thread being waited for cannot run while we
+/// spin, so the spin yields the CPU instead: the waker then hands its work over without the
+/// futex wake-up and wait a park costs each side.
 class adaptive_spin {
  public:
   explicit adaptive_spin(std::chrono::nanoseconds max) noexcept
-      : max_ns_(max.count() > 0 ? max.count() : 0), budget_ns_(max_ns_) {}
+      : max_ns_(max.count() > 0 ? max.count() : 0),
+        budget_ns_(max_ns_),
+        yield_(single_usable_cpu()) {}
 
   /// Spins until `ready()` or the budget runs out; true when `ready()` was seen.
   template <typename Ready>
@@ -69,12 +78,16 @@ class adaptive_spin {
     using clock = std::chrono::steady_clock;
     const auto deadline = clock::now() + std::chrono::nanoseconds(budget_ns_);
     for (;;) {
-      for (int i = 0; i < 64; ++i) {
+      for (int i = 0; i < (yield_ ? 1 : 64); ++i) {
         if (ready()) {
           reset();
           return true;
         }
-        cpu_relax();
+        if (yield_) {
+          std::this_thread::yield();
+        } else {
+          cpu_relax();
+        }
       }
       if (clock::now() >= deadline) break;
     }
@@ -99,6 +112,7 @@ class adaptive_spin {
 
   std::int64_t max_ns_;
   std::int64_t budget_ns_;
+  bool yield_;
   int misses_ = 0;
   int parked_since_reset_ = 0;
 };
