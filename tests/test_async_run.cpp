@@ -132,6 +132,49 @@ TEST_CASE(
   CHECK(r.worker != std::this_thread::get_id());
 }
 
+TEST_CASE(
+    "async_run with a callback bound to an executor and a cancellation slot keeps both: "
+    "the cancelled call never runs and the callback runs on the bound executor",
+    "[async_run][cancellation]") {
+  offload::thread_pool pool(1);
+  net::io_context ctx;
+  offload_test::gate g;
+  std::atomic<bool> blocker_started{false};
+  std::atomic<bool> queued_ran{false};
+  int blocker_calls = 0;
+  std::exception_ptr queued_error;
+  int queued_calls = 0;
+  std::thread::id queued_thread;
+  offload::async_run(
+      pool,
+      [&] {
+        blocker_started = true;
+        g.wait();
+      },
+      net::bind_executor(ctx.get_executor(), [&](std::exception_ptr) { ++blocker_calls; }));
+  net::cancellation_signal signal;
+  offload::async_run(pool, [&] { queued_ran = true; },
+                     net::bind_executor(ctx.get_executor(),
+                                        net::bind_cancellation_slot(
+                                            signal.slot(), [&](std::exception_ptr e) {
+                                              ++queued_calls;
+                                              queued_error = e;
+                                              queued_thread = std::this_thread::get_id();
+                                            })));
+  REQUIRE(offload_test::eventually([&] { return blocker_started.load(); }));
+  net::post(ctx, [&] { signal.emit(net::cancellation_type::terminal); });
+  ctx.run_one();  // the emit
+  ctx.run_one();  // the cancelled call's callback: the pool's only worker is still blocked
+  CHECK(queued_calls == 1);
+  CHECK(offload_test::is_cancelled(queued_error));
+  CHECK(queued_thread == std::this_thread::get_id());
+  CHECK(blocker_calls == 0);
+  g.open();
+  ctx.run();
+  CHECK(blocker_calls == 1);
+  CHECK_FALSE(queued_ran.load());
+}
+
 TEST_CASE("async_run with a void f completes a (std::exception_ptr) callback", "[async_run]") {
   offload::thread_pool pool(named_pool("cbv"));
   net::io_context ctx;

@@ -49,7 +49,8 @@ struct thread_pool_options {
   /// Most calls waiting to start; 0 means unbounded. When full, a coroutine that submits
   /// waits for room (its thread does not block); a submitter with no loop gets queue_full.
   std::size_t max_queue = 0;
-  /// How long an idle worker spins before it parks; unset: 50 us, or 0 on a single usable CPU.
+  /// How long an idle worker spins before it parks; unset: 50 us. On a single usable CPU it
+  /// yields the CPU for that long instead of spinning.
   std::optional<std::chrono::nanoseconds> spin;
 };
 

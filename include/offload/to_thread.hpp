@@ -319,6 +319,30 @@ awaitable<T> unwrap_optional(awaitable<std::optional<T>> inner) {
   co_return std::move(*value);
 }
 
+/// A callback bound to an executor (`asio::bind_executor(ex, callback)`): already a complete
+/// handler, so it is taken as one. Going through Asio's async_result for executor_binder
+/// instead would copy the executor twice more per call (for a strand, two more atomic
+/// reference-count round trips).
+template <typename Token, typename Signature>
+struct is_bound_callback : std::false_type {};
+template <typename T, typename Executor, typename R, typename... Args>
+struct is_bound_callback<net::executor_binder<T, Executor>, R(Args...)>
+    : std::bool_constant<std::is_invocable_v<T&&, Args...>> {};
+
+template <typename Target, typename Extras, typename Call, typename Token>
+auto initiate_call(Target&& target, Extras&& extras, Call&& call, Token&& token) {
+  using signature = completion_signature_t<typename std::decay_t<Call>::value_type>;
+  initiate_run<Target, std::decay_t<Extras>> initiation{
+      target_holder<Target>::make(std::forward<Target>(target)), std::forward<Extras>(extras)};
+  if constexpr (is_bound_callback<std::remove_cvref_t<Token>, signature>::value) {
+    std::remove_cvref_t<Token> handler(std::forward<Token>(token));
+    initiation(std::move(handler), std::forward<Call>(call));
+  } else {
+    return net::async_initiate<Token, signature>(std::move(initiation), token,
+                                                 std::forward<Call>(call));
+  }
+}
+
 }  // namespace detail
 
 /// Runs `f()` on `target` and completes `token` with the result: (exception_ptr, R), or
@@ -327,25 +351,18 @@ awaitable<T> unwrap_optional(awaitable<std::optional<T>> inner) {
 template <typename Target, typename F, typename Token>
 requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
 auto async_run(Target&& target, F&& f, Token&& token) {
-  using call_type = detail::call_for<F>;
-  using signature = detail::completion_signature_t<typename call_type::value_type>;
-  return net::async_initiate<Token, signature>(
-      detail::initiate_run<Target>{
-          detail::target_holder<Target>::make(std::forward<Target>(target)), {}},
-      token, call_type(std::forward<F>(f)));
+  return detail::initiate_call(std::forward<Target>(target), detail::no_extras{},
+                               detail::call_for<F>(std::forward<F>(f)),
+                               std::forward<Token>(token));
 }
 
 /// async_run with per-call options (cancel policy, capacity limiter).
 template <typename Target, typename F, typename Token>
 requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
 auto async_run(Target&& target, call_options options, F&& f, Token&& token) {
-  using call_type = detail::call_for<F>;
-  using signature = detail::completion_signature_t<typename call_type::value_type>;
-  return net::async_initiate<Token, signature>(
-      detail::initiate_run<Target, detail::call_extras>{
-          detail::target_holder<Target>::make(std::forward<Target>(target)),
-          detail::call_extras(options)},
-      token, call_type(std::forward<F>(f)));
+  return detail::initiate_call(std::forward<Target>(target), detail::call_extras(options),
+                               detail::call_for<F>(std::forward<F>(f)),
+                               std::forward<Token>(token));
 }
 
 namespace detail {
