@@ -109,11 +109,14 @@ struct op_allocator {
   }
 };
 
-/// One block, reused by whatever is posted while it is free: a queue has at most one drain
-/// post outstanding, and Asio frees a handler's memory before it invokes it.
+/// Two blocks, reused by whatever is posted while they are free: a queue has at most one drain
+/// post outstanding, and posting it to a strand takes a second block for the strand's own
+/// invoker. Asio frees a handler's memory before it invokes it.
 struct reusable_block {
-  alignas(std::max_align_t) unsigned char storage[192];
-  std::atomic<bool> in_use{false};
+  static constexpr std::size_t slots = 2;
+  static constexpr std::size_t size = 192;
+  alignas(std::max_align_t) unsigned char storage[slots][size];
+  std::atomic<bool> in_use[slots] = {};
 };
 
 template <typename T>
@@ -127,18 +130,23 @@ struct reusable_block_allocator {
       : block(other.block) {}
 
   T* allocate(std::size_t n) {
-    if (n * sizeof(T) <= sizeof(block->storage) && alignof(T) <= alignof(std::max_align_t) &&
-        !block->in_use.exchange(true, std::memory_order_acquire)) {
-      return reinterpret_cast<T*>(block->storage);
+    if (n * sizeof(T) <= reusable_block::size && alignof(T) <= alignof(std::max_align_t)) {
+      for (std::size_t i = 0; i < reusable_block::slots; ++i) {
+        if (!block->in_use[i].exchange(true, std::memory_order_acquire)) {
+          return reinterpret_cast<T*>(block->storage[i]);
+        }
+      }
     }
     return static_cast<T*>(::operator new(n * sizeof(T)));
   }
   void deallocate(T* p, std::size_t) noexcept {
-    if (reinterpret_cast<unsigned char*>(p) == block->storage) {
-      block->in_use.store(false, std::memory_order_release);
-    } else {
-      ::operator delete(static_cast<void*>(p));
+    for (std::size_t i = 0; i < reusable_block::slots; ++i) {
+      if (reinterpret_cast<unsigned char*>(p) == block->storage[i]) {
+        block->in_use[i].store(false, std::memory_order_release);
+        return;
+      }
     }
+    ::operator delete(static_cast<void*>(p));
   }
   template <typename U>
   friend bool operator==(const reusable_block_allocator& a,
