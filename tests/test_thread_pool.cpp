@@ -7,7 +7,9 @@
 
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
+#include <offload/loop_thread.hpp>
 #include <offload/node_cache.hpp>
+#include <offload/threadsafe.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/to_thread.hpp>
 
@@ -731,6 +733,31 @@ TEST_CASE("stats() in the step that made calls counts them as queued", "[thread_
   });
   loop.run_forever();
   CHECK(queued == 5);
+}
+
+TEST_CASE("a loop step that blocks on a concurrent_future publishes its calls first",
+          "[thread_pool][batch]") {
+  // The step's second call would otherwise wait for the step to end, which waits for it.
+  offload::thread_pool pool(sized(2));
+  offload::loop_thread other;
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  std::atomic<bool> second_ran{false};
+  bool seen = false;
+  int done = 0;
+  auto finish = [&](std::exception_ptr) {
+    if (++done == 2) loop.stop();
+  };
+  loop.call_soon([&] {
+    offload::async_run(pool, [] {}, net::bind_executor(ex, finish));
+    offload::async_run(pool, [&] { second_ran = true; }, net::bind_executor(ex, finish));
+    auto watch = [&]() -> offload::awaitable<bool> {
+      co_return co_await offload_test::eventually_co([&] { return second_ran.load(); });
+    };
+    seen = offload::run_coroutine_threadsafe(watch(), other.loop()).result();
+  });
+  loop.run_forever();
+  CHECK(seen);
 }
 
 // -- node cache -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include <offload/detail/spin.hpp>
 #include <offload/detail/unique_function.hpp>
 #include <offload/errors.hpp>
+#include <offload/thread_pool.hpp>
 #include <offload/to_thread.hpp>
 
 #include <atomic>
@@ -63,6 +64,8 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
   void wait() {
     if (done()) return;
     check_deadlock("concurrent_future: a blocking wait on the thread that runs its loop");
+    // A loop thread blocking here must not hold back calls its step made for the awaited work.
+    detail::flush_submit_batch();
     // A short bounded spin first: a quick coroutine is back sooner than a park and wake-up.
     detail::adaptive_spin spinner(detail::default_spin());
     if (spinner.spin([this] { return done(); })) return;
@@ -74,6 +77,7 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
   bool wait_for(std::chrono::duration<Rep, Period> d) {
     if (done()) return true;
     check_deadlock("concurrent_future: a blocking wait on the thread that runs its loop");
+    detail::flush_submit_batch();
     std::unique_lock<std::mutex> lock(mutex_);
     return cv_.wait_for(lock, d, [this] { return done_; });
   }
