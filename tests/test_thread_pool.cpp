@@ -760,6 +760,85 @@ TEST_CASE("a loop step that blocks on a concurrent_future publishes its calls fi
   CHECK(seen);
 }
 
+TEST_CASE("a call that skips the step's batch (an unbound callback) starts after the batch",
+          "[thread_pool][batch]") {
+  offload::thread_pool pool(sized(1));
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  offload_test::gate g;
+  std::atomic<bool> blocker_started{false};
+  std::vector<char> started;
+  std::mutex m;
+  auto record = [&](char c) {
+    std::lock_guard<std::mutex> lock(m);
+    started.push_back(c);
+  };
+  int done = 0;
+  auto finish = [&](std::exception_ptr) {
+    if (++done == 4) loop.stop();
+  };
+  std::future<void> unbound;
+  loop.call_soon([&] {
+    offload::async_run(pool, [&] {
+      blocker_started = true;
+      g.wait();
+    }, net::bind_executor(ex, finish));
+  });
+  loop.call_soon([&] {
+    REQUIRE(eventually([&] { return blocker_started.load(); }));
+    offload::async_run(pool, [&] { record('b'); }, net::bind_executor(ex, finish));  // batched
+    offload::async_run(pool, [&] { record('c'); }, net::bind_executor(ex, finish));  // batched
+    // No executor to resume on: this one goes straight to the pool, after b and c.
+    unbound = submit_plain(pool, [&] { record('d'); });
+    g.open();
+  });
+  loop.call_soon([&] { finish(nullptr); });
+  loop.run_forever();
+  unbound.get();
+  CHECK(started == std::vector<char>{'b', 'c', 'd'});
+}
+
+TEST_CASE(
+    "shutdown(false) from another thread while a loop step holds calls for the pool: "
+    "those calls run, later ones get executor_shutdown",
+    "[thread_pool][batch]") {
+  offload::thread_pool pool(sized(1));
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  int values = 0;
+  std::exception_ptr refused;
+  int done = 0;
+  std::thread closer;
+  loop.call_soon([&] {
+    for (int i = 0; i < 3; ++i) {  // the first goes out at once, the other two are held
+      offload::async_run(pool, [] { return 1; },
+                         net::bind_executor(ex, [&](std::exception_ptr e, int v) {
+                           if (!e) values += v;
+                           if (++done == 4) loop.stop();
+                         }));
+    }
+    closer = std::thread([&] { pool.shutdown(false); });
+    REQUIRE(eventually([&] { return pool.is_shutdown(); }));
+    offload::async_run(pool, [] { return 1; },
+                       net::bind_executor(ex, [&](std::exception_ptr e, int) {
+                         refused = e;
+                         if (++done == 4) loop.stop();
+                       }));
+  });
+  loop.run_forever();
+  closer.join();
+  pool.join();
+  CHECK(values == 3);
+  REQUIRE(refused);
+  std::error_code code;
+  try {
+    std::rethrow_exception(refused);
+  } catch (const std::system_error& e) {
+    code = e.code();
+  }
+  CHECK(code == offload::errc::executor_shutdown);
+}
+
 // -- node cache -------------------------------------------------------------------------------
 
 TEST_CASE("finished calls' nodes stay in the thread's cache up to node_cache_limit",

@@ -765,18 +765,21 @@ class event_loop {
     detail::tl_running_loop = {this, service_};
     detail::end_loop_step();  // a loop run from inside another's step starts with a clean batch
     const bool saved_batching = std::exchange(detail::tl_submit_batch.enabled, true);
+    const bool saved_cache = detail::block_cache::local().keep_full(true);
     auto work = net::make_work_guard(*ctx_);
     struct restore {
       event_loop* self;
       detail::running_loop_info saved;
       bool saved_batching;
+      bool saved_cache;
       ~restore() {
         detail::end_loop_step();
         detail::tl_submit_batch.enabled = saved_batching;
+        detail::block_cache::local().keep_full(saved_cache);
         detail::tl_running_loop = saved;
         self->running_.store(false, std::memory_order_release);
       }
-    } restore_on_exit{this, saved, saved_batching};
+    } restore_on_exit{this, saved, saved_batching, saved_cache};
 
     net::io_context& ctx = *ctx_;
     detail::completion_queue* queue = service_->loop_queue();

@@ -4,8 +4,10 @@
 // common case, on the same thread when its awaiter resumes. Freed nodes go to a per-thread cache
 // that the next calls reuse: steady-state calls do not call malloc, and a burst of calls after
 // an earlier one reuses memory the kernel has already mapped instead of faulting fresh pages in
-// (which costs more than everything else a call does). The cache holds at most the limit below
-// per thread; beyond it, nodes go back to the heap. A thread's cache is freed when it exits.
+// (which costs more than everything else a call does). A thread running an event loop keeps at
+// most the limit below; any other thread (a pool's worker frees the nodes of calls cancelled
+// or abandoned there; a bare io_context's thread resumes its calls) keeps at most 64 KiB of it.
+// Beyond that, nodes go back to the heap. A thread's cache is freed when it exits.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
@@ -17,8 +19,9 @@
 
 namespace offload {
 
-/// Bytes of freed call nodes each thread keeps for reuse; 32 MiB unless set (about 170,000
-/// calls of a typical size). 0: a thread keeps none, every call allocates and frees its node.
+/// Bytes of freed call nodes a thread running an event loop keeps for reuse; 32 MiB unless set
+/// (about 200,000 calls of a typical size). 0: no thread keeps any, every call allocates and
+/// frees its node.
 inline std::size_t node_cache_limit() noexcept {
   return detail::node_cache_limit_bytes().load(std::memory_order_relaxed);
 }

@@ -106,7 +106,7 @@ void flush_submit_batch() noexcept;
 inline void end_loop_step() noexcept {
   submit_batch& batch = tl_submit_batch;
   batch.step_sent_one = false;
-  if (batch.newest != nullptr) flush_submit_batch();
+  while (batch.pool != nullptr) flush_submit_batch();  // publishing may batch more calls
 }
 }  // namespace detail
 
@@ -168,8 +168,9 @@ class alignas(detail::cache_line) thread_pool {
     }
     if (detail::tl_submit_batch.pool == this) detail::flush_submit_batch();
     inject_.fetch_or(closed_bit, std::memory_order_seq_cst);
-    // A loop thread that batched calls for this pool publishes them at the end of its step;
-    // until then the pool must stay (they fail with executor_shutdown once published).
+    // Calls a loop thread accepted into a batch for this pool before now are queued when its
+    // step ends (a few microseconds on a loop that does not block): wait for them, so they
+    // run (or are cancelled) like the calls queued before.
     while (batches_held_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
     detail::op_base* cancelled = nullptr;
     {
@@ -246,13 +247,15 @@ class alignas(detail::cache_line) thread_pool {
     if (options_.max_queue != 0) return submit_bounded(op, may_wait);
     detail::submit_batch& batch = detail::tl_submit_batch;
     if (may_wait && batch.enabled) {
-      if (is_shutdown()) return detail::submit_status::shut_down;
       if (batch.step_sent_one) {
-        add_to_batch(batch, op);
-        return detail::submit_status::accepted;
+        return add_to_batch(batch, op) ? detail::submit_status::accepted
+                                       : detail::submit_status::shut_down;
       }
       batch.step_sent_one = true;
     }
+    // A call that skips the batch (no loop to resume, or the step's first) still starts after
+    // the calls this thread made before it.
+    if (batch.pool == this) detail::flush_submit_batch();
     return push_chain(op, op) ? detail::submit_status::accepted
                               : detail::submit_status::shut_down;
   }
@@ -260,16 +263,32 @@ class alignas(detail::cache_line) thread_pool {
  private:
   friend void detail::flush_submit_batch() noexcept;
 
-  void add_to_batch(detail::submit_batch& batch, detail::op_base* op) noexcept {
-    if (batch.pool != this) {
-      if (batch.newest != nullptr) detail::flush_submit_batch();
-      batch.pool = this;
-      batch.oldest = op;
+  // False when the pool is shut down. Publishing another pool's batch can re-enter here (a call
+  // failing there gives back a limiter token, which submits the next waiting call), so the
+  // batch is set up only once no other pool's is left.
+  bool add_to_batch(detail::submit_batch& batch, detail::op_base* op) noexcept {
+    if (is_shutdown()) return false;
+    while (batch.pool != this) {
+      if (batch.pool != nullptr) {
+        detail::flush_submit_batch();
+        continue;
+      }
+      // Counted before the closed bit is read again: shutdown() sets the bit, then waits for
+      // this count, so either we see the bit or it waits for our batch.
       batches_held_.fetch_add(1, std::memory_order_seq_cst);
+      if ((inject_.load(std::memory_order_seq_cst) & closed_bit) != 0) {
+        batches_held_.fetch_sub(1, std::memory_order_seq_cst);
+        return false;
+      }
+      batch.pool = this;
+      batch.newest = nullptr;
+      batch.oldest = op;
+      batch.count = 0;
     }
     op->next = batch.newest;
     batch.newest = op;
     if (++batch.count == detail::submit_batch::limit) detail::flush_submit_batch();
+    return true;
   }
 
   // Pushes a LIFO chain onto the inject stack; false when the pool is shut down.
@@ -284,14 +303,18 @@ class alignas(detail::cache_line) thread_pool {
     return true;
   }
 
+  // A batch's calls were accepted before any shutdown could finish (it waits for held batches
+  // before its workers may exit), so they are queued even past the closed bit: they run, or are
+  // cancelled with cancel_pending, like any call queued before the shutdown.
   void publish_batch(detail::op_base* newest, detail::op_base* oldest) noexcept {
-    if (!push_chain(newest, oldest)) {
-      oldest->next = nullptr;
-      fail_chain(detail::reverse_chain(newest, nullptr), [] {
-        return std::make_exception_ptr(
-            make_error(errc::executor_shutdown, "offload: submitting a call"));
-      });
-    }
+    std::uintptr_t old = inject_.load(std::memory_order_relaxed);
+    do {
+      oldest->next = reinterpret_cast<detail::op_base*>(old & ~closed_bit);
+    } while (!inject_.compare_exchange_weak(old,
+                                            reinterpret_cast<std::uintptr_t>(newest) |
+                                                (old & closed_bit),
+                                            std::memory_order_seq_cst, std::memory_order_relaxed));
+    after_push();
     batches_held_.fetch_sub(1, std::memory_order_seq_cst);
   }
 

@@ -56,11 +56,14 @@ class block_cache {
 
   // Keeping blocks up to the limit, rather than a few per size, is what makes a burst of
   // calls cheap: its nodes come back to this cache, and the next burst reuses memory the
-  // kernel has already mapped instead of faulting fresh pages in.
+  // kernel has already mapped instead of faulting fresh pages in. Only threads that run a loop
+  // (where calls are made and resumed) keep that much; others, such as pool workers, which
+  // free only the nodes of calls that ended there, keep a little.
   void deallocate(void* p, std::size_t bytes) noexcept {
     const int c = class_of(bytes);
-    if (c < 0 || cached_bytes_ + class_size(c) >
-                     node_cache_limit_bytes().load(std::memory_order_relaxed)) {
+    std::size_t limit = node_cache_limit_bytes().load(std::memory_order_relaxed);
+    if (!keep_full_ && limit > other_thread_limit) limit = other_thread_limit;
+    if (c < 0 || cached_bytes_ + class_size(c) > limit) {
       ::operator delete(p);
       return;
     }
@@ -69,6 +72,11 @@ class block_cache {
   }
 
   std::size_t cached_bytes() const noexcept { return cached_bytes_; }
+
+  /// Whether this thread keeps up to the whole limit (it runs a loop); returns the old setting.
+  bool keep_full(bool on) noexcept { return std::exchange(keep_full_, on); }
+
+  static constexpr std::size_t other_thread_limit = std::size_t(64) << 10;
 
  private:
   struct node {
@@ -85,6 +93,7 @@ class block_cache {
 
   node* lists_[class_count] = {};
   std::size_t cached_bytes_ = 0;
+  bool keep_full_ = false;
 };
 
 template <typename T>
