@@ -397,8 +397,7 @@ void print_close_tally(const char* what, const close_tally& t, double seconds) {
       "cancelled\n",
       what, static_cast<unsigned long long>(t.iterations), seconds,
       static_cast<unsigned long long>(t.accepted), static_cast<unsigned long long>(t.refused),
-      static_cast<unsigned long long>(t.slowed),
-      static_cast<unsigned long long>(t.callbacks_ran),
+      static_cast<unsigned long long>(t.slowed), static_cast<unsigned long long>(t.callbacks_ran),
       static_cast<unsigned long long>(t.cancelled_handles),
       static_cast<unsigned long long>(t.futures), static_cast<unsigned long long>(t.values),
       static_cast<unsigned long long>(t.loop_closed), static_cast<unsigned long long>(t.cancelled));
@@ -479,10 +478,9 @@ offload::awaitable<void> pool_submitter(offload::thread_pool* pool, pool_iterati
 }
 
 struct pool_tally {
-  std::uint64_t iterations = 0, accepted = 0, refused = 0, values = 0, aborted = 0,
-                stranded = 0, queue_full = 0, from_loop = 0, by_combination[4] = {};
-  std::uint64_t bad_completions = 0, bad_ran = 0, bad_outcome = 0, half_submitted = 0,
-                other = 0;
+  std::uint64_t iterations = 0, accepted = 0, refused = 0, values = 0, aborted = 0, stranded = 0,
+                queue_full = 0, from_loop = 0, by_combination[4] = {};
+  std::uint64_t bad_completions = 0, bad_ran = 0, bad_outcome = 0, half_submitted = 0, other = 0;
 };
 
 // ================================================================================================
@@ -573,8 +571,9 @@ TEST_CASE(
   std::printf("stress_shutdown: loop close: %s build, %d iterations, seed %llu\n", build_kind, n,
               static_cast<unsigned long long>(progress.seed));
   INFO("seed " << progress.seed);
-  watchdog dog("stress_shutdown (loop close)", watchdog_limit, watchdog_stall,
-               [&] { return progress.total(); }, [&] { return progress.status(); });
+  watchdog dog(
+      "stress_shutdown (loop close)", watchdog_limit, watchdog_stall,
+      [&] { return progress.total(); }, [&] { return progress.status(); });
   std::mt19937_64 rng(progress.seed);
   close_tally t;
   const auto start = clock_type::now();
@@ -639,8 +638,9 @@ TEST_CASE(
   std::printf("stress_shutdown: loop_thread destruction: %s build, %d iterations, seed %llu\n",
               build_kind, n, static_cast<unsigned long long>(progress.seed));
   INFO("seed " << progress.seed);
-  watchdog dog("stress_shutdown (loop_thread)", watchdog_limit, watchdog_stall,
-               [&] { return progress.total(); }, [&] { return progress.status(); });
+  watchdog dog(
+      "stress_shutdown (loop_thread)", watchdog_limit, watchdog_stall,
+      [&] { return progress.total(); }, [&] { return progress.status(); });
   std::mt19937_64 rng(progress.seed);
   close_tally t;
   std::uint64_t gate_not_closed = 0;
@@ -686,12 +686,13 @@ TEST_CASE(
   std::printf("stress_shutdown: thread_pool shutdown: %s build, %d iterations, seed %llu\n",
               build_kind, n, static_cast<unsigned long long>(progress.seed));
   INFO("seed " << progress.seed);
-  watchdog dog("stress_shutdown (thread_pool)", watchdog_limit, watchdog_stall,
-               [&] { return progress.total(); }, [&] { return progress.status(); });
+  watchdog dog(
+      "stress_shutdown (thread_pool)", watchdog_limit, watchdog_stall,
+      [&] { return progress.total(); }, [&] { return progress.status(); });
   std::mt19937_64 rng(progress.seed);
   pool_tally t;
   offload_test::loop_on_thread home;  // the coroutines' loop, for all iterations
-  auto on_home = [&home](auto fn) {     // runs fn on the loop's thread and waits for it
+  auto on_home = [&home](auto fn) {   // runs fn on the loop's thread and waits for it
     std::promise<void> done;
     auto finished = done.get_future();
     home.loop.call_soon_threadsafe([&] {
@@ -822,10 +823,10 @@ TEST_CASE(
       static_cast<unsigned long long>(t.by_combination[1]),
       static_cast<unsigned long long>(t.by_combination[2]),
       static_cast<unsigned long long>(t.by_combination[3]),
-      static_cast<unsigned long long>(t.from_loop),
-      static_cast<unsigned long long>(t.accepted), static_cast<unsigned long long>(t.values),
-      static_cast<unsigned long long>(t.aborted), static_cast<unsigned long long>(t.stranded),
-      static_cast<unsigned long long>(t.refused), static_cast<unsigned long long>(t.queue_full));
+      static_cast<unsigned long long>(t.from_loop), static_cast<unsigned long long>(t.accepted),
+      static_cast<unsigned long long>(t.values), static_cast<unsigned long long>(t.aborted),
+      static_cast<unsigned long long>(t.stranded), static_cast<unsigned long long>(t.refused),
+      static_cast<unsigned long long>(t.queue_full));
   std::fflush(stdout);
   CHECK(t.bad_completions == 0);
   CHECK(t.bad_ran == 0);
@@ -845,8 +846,9 @@ TEST_CASE(
   std::printf("stress_shutdown: io_context destruction: %s build, %d iterations, seed %llu\n",
               build_kind, n, static_cast<unsigned long long>(progress.seed));
   INFO("seed " << progress.seed);
-  watchdog dog("stress_shutdown (io_context)", watchdog_limit, watchdog_stall,
-               [&] { return progress.total(); }, [&] { return progress.status(); });
+  watchdog dog(
+      "stress_shutdown (io_context)", watchdog_limit, watchdog_stall,
+      [&] { return progress.total(); }, [&] { return progress.status(); });
   std::mt19937_64 rng(progress.seed);
   inflight_tally t;
   inflight_shared shared;
@@ -875,9 +877,7 @@ TEST_CASE(
                       std::move(on_done));
       }
     };
-    auto reached = [&] {
-      return shared.completed_calls.load() - completed_before >= threshold;
-    };
+    auto reached = [&] { return shared.completed_calls.load() - completed_before >= threshold; };
     if (variant < 2) {
       auto ctx = std::make_unique<net::io_context>();
       spawn_all(ctx->get_executor());
@@ -913,11 +913,11 @@ TEST_CASE(
       t.calls_started += static_cast<std::uint64_t>(started);
       t.calls_completed += static_cast<std::uint64_t>(completed);
       const bool in_await = started - completed == 1;
-      const bool ok =
-          (started == completed || in_await) && rec.body_ended.load() == rec.entered.load() &&
-          (rec.ended_in_await.load() != 0) == in_await &&
-          (rec.finished.load() == 0 || (completed == inflight_calls && !in_await)) &&
-          (rec.handler_ran.load() == 0 || rec.finished.load() != 0);
+      const bool ok = (started == completed || in_await) &&
+                      rec.body_ended.load() == rec.entered.load() &&
+                      (rec.ended_in_await.load() != 0) == in_await &&
+                      (rec.finished.load() == 0 || (completed == inflight_calls && !in_await)) &&
+                      (rec.handler_ran.load() == 0 || rec.finished.load() != 0);
       if (!ok) ++t.bad_record;
       if (rec.finished.load() != 0) {
         ++t.finished;

@@ -153,14 +153,14 @@ TEST_CASE(
       },
       net::bind_executor(ctx.get_executor(), [&](std::exception_ptr) { ++blocker_calls; }));
   net::cancellation_signal signal;
-  offload::async_run(pool, [&] { queued_ran = true; },
-                     net::bind_executor(ctx.get_executor(),
-                                        net::bind_cancellation_slot(
-                                            signal.slot(), [&](std::exception_ptr e) {
-                                              ++queued_calls;
-                                              queued_error = e;
-                                              queued_thread = std::this_thread::get_id();
-                                            })));
+  offload::async_run(
+      pool, [&] { queued_ran = true; },
+      net::bind_executor(ctx.get_executor(),
+                         net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                           ++queued_calls;
+                           queued_error = e;
+                           queued_thread = std::this_thread::get_id();
+                         })));
   REQUIRE(offload_test::eventually([&] { return blocker_started.load(); }));
   net::post(ctx, [&] { signal.emit(net::cancellation_type::terminal); });
   ctx.run_one();  // the emit

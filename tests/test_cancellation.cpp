@@ -281,8 +281,7 @@ offload::awaitable<void> abandoning_call(std::latch* release, std::atomic<bool>*
     throw offload_test::my_error(42);
   };
   co_await offload::to_thread(
-      {.policy = offload::cancel_policy::abandon, .on_abandoned = record_abandoned},
-      std::move(f));
+      {.policy = offload::cancel_policy::abandon, .on_abandoned = record_abandoned}, std::move(f));
 }
 }  // namespace
 
@@ -317,7 +316,8 @@ TEST_CASE(
   CHECK(g_abandoned.thread.load() != std::this_thread::get_id());
   run_for(loop, 20ms);
   CHECK(g_abandoned.calls.load() == 1);
-  CHECK(offload_test::eventually([&] { return loop.default_executor_pool().stats().running == 0; }));
+  CHECK(
+      offload_test::eventually([&] { return loop.default_executor_pool().stats().running == 0; }));
 }
 
 TEST_CASE("abandon policy: a result nobody awaits any more is dropped (on_abandoned gets null)",
@@ -385,8 +385,7 @@ TEST_CASE("abandon policy: a call cancelled before it started never runs",
   CHECK(g_abandoned.calls.load() == 0);  // nothing ran, so nothing was abandoned
 }
 
-TEST_CASE("an awaiter already cancelled when it calls never submits f",
-          "[cancellation]") {
+TEST_CASE("an awaiter already cancelled when it calls never submits f", "[cancellation]") {
   offload::thread_pool pool(1);
   offload::event_loop loop;
   std::atomic<bool> ran{false};

@@ -166,9 +166,10 @@ void check_one_worker_ran(offload::thread_pool& pool, std::uint64_t calls) {
 
 }  // namespace
 
-TEST_CASE("to_thread, f throws a std or a non-std type: rethrown at the co_await with "
-          "its type and value; the worker survives and the next call works",
-          "[faults][throw]") {
+TEST_CASE(
+    "to_thread, f throws a std or a non-std type: rethrown at the co_await with "
+    "its type and value; the worker survives and the next call works",
+    "[faults][throw]") {
   offload::event_loop loop;
   auto pool = std::make_shared<offload::thread_pool>(pool_options("fault-default"));
   loop.set_default_executor(pool);
@@ -179,9 +180,10 @@ TEST_CASE("to_thread, f throws a std or a non-std type: rethrown at the co_await
   check_one_worker_ran(*pool, 4);
 }
 
-TEST_CASE("run_in_executor(thread_pool&), f throws: rethrown with its type and value; "
-          "the worker survives and the next call works",
-          "[faults][throw]") {
+TEST_CASE(
+    "run_in_executor(thread_pool&), f throws: rethrown with its type and value; "
+    "the worker survives and the next call works",
+    "[faults][throw]") {
   offload::thread_pool pool(pool_options("fault-pool"));
   offload::event_loop loop;
   throw_report r;
@@ -190,9 +192,10 @@ TEST_CASE("run_in_executor(thread_pool&), f throws: rethrown with its type and v
   check_one_worker_ran(pool, 4);
 }
 
-TEST_CASE("run_in_executor(asio::thread_pool&), f throws: rethrown with its type and "
-          "value; the pool's thread survives and the next call works",
-          "[faults][throw]") {
+TEST_CASE(
+    "run_in_executor(asio::thread_pool&), f throws: rethrown with its type and "
+    "value; the pool's thread survives and the next call works",
+    "[faults][throw]") {
   net::thread_pool apool(1);
   offload::event_loop loop;
   throw_report r;
@@ -260,9 +263,10 @@ void throwing_futures(Target& target, std::thread::id& worker) {
 
 }  // namespace
 
-TEST_CASE("async_run(use_future), f throws: future.get() rethrows it with its type and "
-          "value; the worker survives",
-          "[faults][throw][async_run]") {
+TEST_CASE(
+    "async_run(use_future), f throws: future.get() rethrows it with its type and "
+    "value; the worker survives",
+    "[faults][throw][async_run]") {
   std::thread::id worker;
   SECTION("on an offload::thread_pool") {
     offload::thread_pool pool(pool_options("fault-future"));
@@ -343,9 +347,10 @@ offload::awaitable<void> submit_fragile(offload::thread_pool& pool, bool as_rval
 
 }  // namespace
 
-TEST_CASE("co_await, an argument's copy or move throws: the exception reaches the "
-          "caller, f never runs, nothing is enqueued, the pool stays usable",
-          "[faults][arguments]") {
+TEST_CASE(
+    "co_await, an argument's copy or move throws: the exception reaches the "
+    "caller, f never runs, nothing is enqueued, the pool stays usable",
+    "[faults][arguments]") {
   const bool as_rvalue = GENERATE(false, true);
   INFO((as_rvalue ? "argument passed as an rvalue (moved)" : "argument passed as an lvalue"));
   offload::event_loop loop;
@@ -392,9 +397,10 @@ TEST_CASE("co_await, an argument's copy or move throws: the exception reaches th
   }
 }
 
-TEST_CASE("async_run(use_future), an argument's copy or move throws: async_run throws "
-          "it, f never runs, nothing is enqueued",
-          "[faults][arguments][async_run]") {
+TEST_CASE(
+    "async_run(use_future), an argument's copy or move throws: async_run throws "
+    "it, f never runs, nothing is enqueued",
+    "[faults][arguments][async_run]") {
   const bool as_rvalue = GENERATE(false, true);
   INFO((as_rvalue ? "captured by moving an rvalue" : "captured by copying an lvalue"));
   auto submit = [as_rvalue](offload::thread_pool& pool, std::atomic<int>& ran, int at) {
@@ -560,10 +566,11 @@ offload::awaitable<void> refused_calls(refusing_pool& a, legacy_refusing_pool& b
 
 }  // namespace
 
-TEST_CASE("third-party executor, submit throws: the exception arrives at the co_await "
-          "with its type (member submit, executor_traits); f never runs; the loop goes "
-          "on",
-          "[faults][foreign]") {
+TEST_CASE(
+    "third-party executor, submit throws: the exception arrives at the co_await "
+    "with its type (member submit, executor_traits); f never runs; the loop goes "
+    "on",
+    "[faults][foreign]") {
   refusing_pool a;
   legacy_refusing_pool b;
   offload::thread_pool other(pool_options("fault-other"));
@@ -590,9 +597,10 @@ TEST_CASE("third-party executor, submit throws: the exception arrives at the co_
   CHECK(loop.run_until_complete(again()) == 8);
 }
 
-TEST_CASE("third-party executor, submit throws, async_run(use_future): the future holds "
-          "its exception; f never runs",
-          "[faults][foreign][async_run]") {
+TEST_CASE(
+    "third-party executor, submit throws, async_run(use_future): the future holds "
+    "its exception; f never runs",
+    "[faults][foreign][async_run]") {
   std::atomic<int> ran{0};
   auto f = [&ran] {
     ++ran;
@@ -641,9 +649,10 @@ offload::awaitable<int> run_then_throw(run_then_throw_pool& pool, std::atomic<in
 
 }  // namespace
 
-TEST_CASE("third-party executor keeps a copy, then throws: the awaiter gets the error, "
-          "and the kept copy does nothing when run later",
-          "[faults][foreign]") {
+TEST_CASE(
+    "third-party executor keeps a copy, then throws: the awaiter gets the error, "
+    "and the kept copy does nothing when run later",
+    "[faults][foreign]") {
   keep_then_throw_pool pool;
   std::atomic<int> ran{0};
   bool refused = false;
@@ -657,9 +666,10 @@ TEST_CASE("third-party executor keeps a copy, then throws: the awaiter gets the 
   CHECK(ran.load() == 0);  // the call was answered with the error: it never runs
 }
 
-TEST_CASE("third-party executor runs the item, then throws: the call ran, so the "
-          "awaiter gets its result",
-          "[faults][foreign]") {
+TEST_CASE(
+    "third-party executor runs the item, then throws: the call ran, so the "
+    "awaiter gets its result",
+    "[faults][foreign]") {
   run_then_throw_pool pool;
   std::atomic<int> ran{0};
   offload::event_loop loop;
@@ -687,9 +697,10 @@ struct attempt {
 
 /// Warms this thread's cache of call nodes, so the node of the call is not allocated while the
 /// injection is armed (that point is swept in tests/test_faults_setup.cpp). Every other
-/// allocation of the call is swept. (The frame Asio allocates for the initiation comes from Asio's per-thread
-/// recycling cache in these runs, warmed by the loop starting the coroutine, so it is not among
-/// the points: when it is allocated, it is at the call expression, before any submission.)
+/// allocation of the call is swept. (The frame Asio allocates for the initiation comes from Asio's
+/// per-thread recycling cache in these runs, warmed by the loop starting the coroutine, so it is
+/// not among the points: when it is allocated, it is at the call expression, before any
+/// submission.)
 void seed_node_cache() {
   auto& cache = offload::detail::block_cache::local();
   for (std::size_t size = cache.step; size <= cache.max_block; size += cache.step) {
@@ -867,9 +878,10 @@ attempt future_attempt(long n) {
 
 }  // namespace
 
-TEST_CASE("allocation failure injection: off by default, it fails exactly the n-th "
-          "allocation of the armed thread, once",
-          "[faults][alloc]") {
+TEST_CASE(
+    "allocation failure injection: off by default, it fails exactly the n-th "
+    "allocation of the armed thread, once",
+    "[faults][alloc]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT();
   alloc_fault::arm(2);
   int* a = new int(1);
@@ -909,16 +921,18 @@ TEST_CASE("allocation failure injection: off by default, it fails exactly the n-
   CHECK_FALSE(t);
 }
 
-TEST_CASE("to_thread, allocation failure at each allocation point: bad_alloc at the "
-          "co_await, f never runs, the pool and loop stay usable",
-          "[faults][alloc]") {
+TEST_CASE(
+    "to_thread, allocation failure at each allocation point: bad_alloc at the "
+    "co_await, f never runs, the pool and loop stay usable",
+    "[faults][alloc]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT();
   check_sweep(sweep(to_thread_attempt), "to_thread (default executor, created lazily)");
 }
 
-TEST_CASE("run_in_executor(thread_pool&), allocation failure at each point: bad_alloc "
-          "at the co_await, no thread is left half-started, the pool stays usable",
-          "[faults][alloc]") {
+TEST_CASE(
+    "run_in_executor(thread_pool&), allocation failure at each point: bad_alloc "
+    "at the co_await, no thread is left half-started, the pool stays usable",
+    "[faults][alloc]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT();
   const auto results = sweep(pool_attempt);
   check_sweep(results, "run_in_executor(thread_pool&), the pool's first thread started by it");
@@ -927,16 +941,18 @@ TEST_CASE("run_in_executor(thread_pool&), allocation failure at each point: bad_
   for (std::size_t i = 0; i + 1 < results.size(); ++i) CHECK(results[i].before_next.workers == 0);
 }
 
-TEST_CASE("run_in_executor(asio::thread_pool&), allocation failure at each point: "
-          "bad_alloc at the co_await, f never runs, the loop stays usable",
-          "[faults][alloc]") {
+TEST_CASE(
+    "run_in_executor(asio::thread_pool&), allocation failure at each point: "
+    "bad_alloc at the co_await, f never runs, the loop stays usable",
+    "[faults][alloc]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT();
   check_sweep(sweep(asio_pool_attempt), "run_in_executor(asio::thread_pool&)");
 }
 
-TEST_CASE("async_run(use_future), allocation failure at each point: bad_alloc reaches "
-          "the caller, f never runs, the pool stays usable",
-          "[faults][alloc][async_run]") {
+TEST_CASE(
+    "async_run(use_future), allocation failure at each point: bad_alloc reaches "
+    "the caller, f never runs, the pool stays usable",
+    "[faults][alloc][async_run]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT();
   const auto results = sweep(future_attempt);
   check_sweep(results, "async_run(thread_pool&, use_future)");
@@ -980,10 +996,11 @@ offload::awaitable<void> call_through_failing_initializer(offload::thread_pool& 
 
 }  // namespace
 
-TEST_CASE("pool initializer throws: the awaiter of the call its thread was started for "
-          "gets the initializer's exception with its type; the next call starts a new "
-          "thread",
-          "[faults][initializer]") {
+TEST_CASE(
+    "pool initializer throws: the awaiter of the call its thread was started for "
+    "gets the initializer's exception with its type; the next call starts a new "
+    "thread",
+    "[faults][initializer]") {
   std::atomic<int> inits{0};
   offload::thread_pool_options o = pool_options("fault-init");
   o.initializer = [&inits] {
@@ -1008,9 +1025,10 @@ TEST_CASE("pool initializer throws: the awaiter of the call its thread was start
   CHECK(s.queued == 0);
 }
 
-TEST_CASE("pool initializer always throws a non-std type: every call fails with it, "
-          "none hangs, and the pool shuts down cleanly",
-          "[faults][initializer]") {
+TEST_CASE(
+    "pool initializer always throws a non-std type: every call fails with it, "
+    "none hangs, and the pool shuts down cleanly",
+    "[faults][initializer]") {
   std::atomic<int> inits{0};
   offload::thread_pool_options o = pool_options("fault-init-bad", 2);
   o.initializer = [&inits] {

@@ -92,8 +92,7 @@ TEST_CASE("gather: void gives std::monostate, and results need no default constr
   CHECK(offload::run(body()) == 6);
 }
 
-TEST_CASE("gather(range) yields a vector in range order; empty and void ranges work",
-          "[gather]") {
+TEST_CASE("gather(range) yields a vector in range order; empty and void ranges work", "[gather]") {
   auto body = []() -> offload::awaitable<std::vector<int>> {
     std::vector<offload::awaitable<int>> calls;
     for (int ms : {30, 10, 20}) calls.push_back(sleepy(ms));
@@ -196,8 +195,8 @@ TEST_CASE("cancelling the awaiter of gather cancels every call and reports cance
                   error = e;
                   done = true;
                 }));
-  loop.run_until_complete(offload_test::wait_until(
-      [&] { return loop.default_executor_pool().stats().running == 2; }));
+  loop.run_until_complete(
+      offload_test::wait_until([&] { return loop.default_executor_pool().stats().running == 2; }));
   signal.emit(net::cancellation_type::terminal);
   loop.run_until_complete(offload_test::wait_until([&] { return done; }));
   CHECK(is_cancelled(error));
@@ -207,8 +206,7 @@ TEST_CASE("cancelling the awaiter of gather cancels every call and reports cance
   CHECK(returned2.load());
 }
 
-TEST_CASE("as_completed yields results in completion order (30/10/20 ms calls)",
-          "[as_completed]") {
+TEST_CASE("as_completed yields results in completion order (30/10/20 ms calls)", "[as_completed]") {
   auto body = []() -> offload::awaitable<void> {
     std::vector<offload::awaitable<int>> calls;
     for (int ms : {30, 10, 20}) calls.push_back(sleepy(ms));

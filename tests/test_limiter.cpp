@@ -121,8 +121,8 @@ TEST_CASE("a call cancelled while it waits for a token never runs and takes no t
     auto f = [&r] { r.wait(); };
     co_await offload::to_thread({.limiter = &l}, std::move(f));
   };
-  auto second = [](offload::capacity_limiter& l, std::atomic<bool>& ran)
-      -> offload::awaitable<void> {
+  auto second = [](offload::capacity_limiter& l,
+                   std::atomic<bool>& ran) -> offload::awaitable<void> {
     auto f = [&ran] { ran = true; };
     co_await offload::to_thread({.limiter = &l}, std::move(f));
   };
@@ -136,8 +136,7 @@ TEST_CASE("a call cancelled while it waits for a token never runs and takes no t
                   second_error = e;
                   second_done = true;
                 }));
-  loop.run_until_complete(
-      offload_test::wait_until([&] { return limiter.stats().waiting == 1; }));
+  loop.run_until_complete(offload_test::wait_until([&] { return limiter.stats().waiting == 1; }));
   CHECK(limiter.borrowed_tokens() == 1);
   signal.emit(net::cancellation_type::terminal);
   loop.run_until_complete(offload_test::wait_until([&] { return second_done; }));
@@ -248,8 +247,7 @@ TEST_CASE(
                   waiting_error = e;
                   waiting_done = true;
                 });
-  loop.run_until_complete(
-      offload_test::wait_until([&] { return limiter->stats().waiting == 1; }));
+  loop.run_until_complete(offload_test::wait_until([&] { return limiter->stats().waiting == 1; }));
   limiter.reset();  // misuse: calls still use it
   loop.run_until_complete(offload_test::wait_until([&] { return waiting_done; }));
   CHECK(offload_test::code_of(waiting_error) == offload::errc::executor_shutdown);

@@ -176,14 +176,15 @@ TEST_CASE("loop_closed: every way into a closed loop refuses with it", "[misuse]
                         {"event_loop::run_forever"});
   }
   SECTION("get_executor()") {
-    check_offload_error(catch_error([&] { (void)loop.get_executor(); }),
-                        offload::errc::loop_closed, {"event_loop::get_executor"});
+    check_offload_error(catch_error([&] { (void)loop.get_executor(); }), offload::errc::loop_closed,
+                        {"event_loop::get_executor"});
   }
   SECTION("call_soon_threadsafe from another thread") {
     std::atomic<bool> ran{false};
     caught c;
-    std::thread([&] { c = catch_error([&] { loop.call_soon_threadsafe([&] { ran = true; }); }); })
-        .join();
+    std::thread([&] {
+      c = catch_error([&] { loop.call_soon_threadsafe([&] { ran = true; }); });
+    }).join();
     check_offload_error(c, offload::errc::loop_closed, {"event_loop::call_soon_threadsafe"});
     CHECK_FALSE(ran.load());
   }
@@ -194,20 +195,20 @@ TEST_CASE("loop_closed: every way into a closed loop refuses with it", "[misuse]
       by_loop = catch_error(
           [&] { (void)offload::run_coroutine_threadsafe(holding(frame_probe(destroyed)), loop); });
     }).join();
-    check_offload_error(by_loop, offload::errc::loop_closed,
-                        {"offload::run_coroutine_threadsafe"});
+    check_offload_error(by_loop, offload::errc::loop_closed, {"offload::run_coroutine_threadsafe"});
     CHECK(destroyed->load());
 
-    const caught by_executor = catch_error(
-        [&] { (void)offload::run_coroutine_threadsafe(value_of(2), strand); });
+    const caught by_executor =
+        catch_error([&] { (void)offload::run_coroutine_threadsafe(value_of(2), strand); });
     check_offload_error(by_executor, offload::errc::loop_closed,
                         {"no open event_loop runs on this executor"});
   }
 }
 
-TEST_CASE("loop_closed: a cross-thread future still pending when its loop closes completes "
-          "with it",
-          "[misuse][loop_closed]") {
+TEST_CASE(
+    "loop_closed: a cross-thread future still pending when its loop closes completes "
+    "with it",
+    "[misuse][loop_closed]") {
   offload::event_loop loop;
   // Submitted while open; the loop never runs it.
   auto fut = offload::run_coroutine_threadsafe(value_of(3), loop);
@@ -221,9 +222,10 @@ TEST_CASE("loop_closed: a cross-thread future still pending when its loop closes
 
 // == no_running_loop ===========================================================================
 
-TEST_CASE("no_running_loop: asking for the loop, or for the default executor, from a thread "
-          "with no running loop",
-          "[misuse][no_running_loop]") {
+TEST_CASE(
+    "no_running_loop: asking for the loop, or for the default executor, from a thread "
+    "with no running loop",
+    "[misuse][no_running_loop]") {
   SECTION("get_running_loop() on a plain thread") {
     check_offload_error(catch_error([] { (void)offload::get_running_loop(); }),
                         offload::errc::no_running_loop, {"offload::get_running_loop"});
@@ -239,9 +241,10 @@ TEST_CASE("no_running_loop: asking for the loop, or for the default executor, fr
       ran = true;
       return 1;
     };
-    check_offload_error(
-        catch_error([&] { (void)offload::async_run(offload::default_executor, f, net::use_future); }),
-        offload::errc::no_running_loop, {"asio::bind_executor"});
+    check_offload_error(catch_error([&] {
+                          (void)offload::async_run(offload::default_executor, f, net::use_future);
+                        }),
+                        offload::errc::no_running_loop, {"asio::bind_executor"});
     CHECK_FALSE(ran.load());
   }
   SECTION("from_thread::run_sync / run / check_cancelled outside an offloaded call") {
@@ -251,8 +254,7 @@ TEST_CASE("no_running_loop: asking for the loop, or for the default executor, fr
     check_offload_error(catch_error([] { (void)offload::from_thread::run(value_of(1)); }),
                         offload::errc::no_running_loop, {"offload::from_thread::run"});
     check_offload_error(catch_error([] { offload::from_thread::check_cancelled(); }),
-                        offload::errc::no_running_loop,
-                        {"offload::from_thread::check_cancelled"});
+                        offload::errc::no_running_loop, {"offload::from_thread::check_cancelled"});
   }
 }
 
@@ -300,7 +302,8 @@ struct dropping_pool {
 
 }  // namespace
 
-TEST_CASE("executor_shutdown: a call to an executor that was shut down", "[misuse][executor_shutdown]") {
+TEST_CASE("executor_shutdown: a call to an executor that was shut down",
+          "[misuse][executor_shutdown]") {
   refused_call out;
   SECTION("to_thread after shutdown_default_executor()") {
     offload::event_loop loop;
@@ -394,8 +397,7 @@ TEST_CASE("would_deadlock: a wait for the very thread that would have to do the 
   }
   SECTION("run_until_complete() inside the running loop") {
     offload::event_loop loop;
-    check_offload_error(loop.run_until_complete(run_inside_itself()),
-                        offload::errc::would_deadlock,
+    check_offload_error(loop.run_until_complete(run_inside_itself()), offload::errc::would_deadlock,
                         {"co_await the awaitable instead of running the loop again"});
   }
   SECTION("run_until_complete() while another thread runs the loop") {
@@ -412,8 +414,7 @@ TEST_CASE("would_deadlock: a wait for the very thread that would have to do the 
     offload::loop_thread bg;
     std::promise<caught> p;
     bg.call_soon([&] { p.set_value(catch_error([&] { (void)bg.call(value_of(1)); })); });
-    check_offload_error(p.get_future().get(), offload::errc::would_deadlock,
-                        {"loop_thread::call"});
+    check_offload_error(p.get_future().get(), offload::errc::would_deadlock, {"loop_thread::call"});
   }
   SECTION("from_thread::run in a call that runs on the loop's own thread") {
     offload::event_loop loop;
@@ -478,8 +479,9 @@ TEST_CASE("queue_full: a thread with no loop submits to a bounded pool whose que
     ran = true;
     return 2;
   };
-  check_offload_error(catch_error([&] { (void)offload::async_run(pool, refused, net::use_future); }),
-                      offload::errc::queue_full, {"from a thread with no loop"});
+  check_offload_error(
+      catch_error([&] { (void)offload::async_run(pool, refused, net::use_future); }),
+      offload::errc::queue_full, {"from a thread with no loop"});
   release.count_down();
   CHECK(running.get() == 0);
   CHECK(queued.get() == 1);

@@ -9,8 +9,8 @@
 #include <offload/event_loop.hpp>
 #include <offload/loop_thread.hpp>
 #include <offload/node_cache.hpp>
-#include <offload/threadsafe.hpp>
 #include <offload/thread_pool.hpp>
+#include <offload/threadsafe.hpp>
 #include <offload/to_thread.hpp>
 
 #include <algorithm>
@@ -646,8 +646,9 @@ TEST_CASE("the first call of a loop step starts while the step still runs",
   std::atomic<bool> ran{false};
   bool seen_during_step = false;
   loop.call_soon([&] {
-    offload::async_run(pool, [&] { ran = true; },
-                       net::bind_executor(ex, [&](std::exception_ptr) { loop.stop(); }));
+    offload::async_run(
+        pool, [&] { ran = true; },
+        net::bind_executor(ex, [&](std::exception_ptr) { loop.stop(); }));
     seen_during_step = eventually([&] { return ran.load(); });
   });
   loop.run_forever();
@@ -695,11 +696,11 @@ TEST_CASE("shutdown(wait=false) in the step that made calls still runs them",
   int done = 0;
   loop.call_soon([&] {
     for (int i = 0; i < n; ++i) {
-      offload::async_run(pool, [] { return 1; },
-                         net::bind_executor(ex, [&](std::exception_ptr e, int v) {
-                           if (!e) values += v;
-                           if (++done == n) loop.stop();
-                         }));
+      offload::async_run(
+          pool, [] { return 1; }, net::bind_executor(ex, [&](std::exception_ptr e, int v) {
+            if (!e) values += v;
+            if (++done == n) loop.stop();
+          }));
     }
     pool.shutdown(false);
   });
@@ -720,14 +721,19 @@ TEST_CASE("stats() in the step that made calls counts them as queued", "[thread_
     if (++done == 6) loop.stop();
   };
   loop.call_soon([&] {
-    offload::async_run(pool, [&] {
-      started = true;
-      g.wait();
-    }, net::bind_executor(ex, finish));
+    offload::async_run(
+        pool,
+        [&] {
+          started = true;
+          g.wait();
+        },
+        net::bind_executor(ex, finish));
   });
   loop.call_soon([&] {
     REQUIRE(eventually([&] { return started.load(); }));
-    for (int i = 0; i < 5; ++i) offload::async_run(pool, [] {}, net::bind_executor(ex, finish));
+    for (int i = 0; i < 5; ++i)
+      offload::async_run(
+          pool, [] {}, net::bind_executor(ex, finish));
     queued = pool.stats().queued;
     g.open();
   });
@@ -749,8 +755,10 @@ TEST_CASE("a loop step that blocks on a concurrent_future publishes its calls fi
     if (++done == 2) loop.stop();
   };
   loop.call_soon([&] {
-    offload::async_run(pool, [] {}, net::bind_executor(ex, finish));
-    offload::async_run(pool, [&] { second_ran = true; }, net::bind_executor(ex, finish));
+    offload::async_run(
+        pool, [] {}, net::bind_executor(ex, finish));
+    offload::async_run(
+        pool, [&] { second_ran = true; }, net::bind_executor(ex, finish));
     auto watch = [&]() -> offload::awaitable<bool> {
       co_return co_await offload_test::eventually_co([&] { return second_ran.load(); });
     };
@@ -779,15 +787,20 @@ TEST_CASE("a call that skips the step's batch (an unbound callback) starts after
   };
   std::future<void> unbound;
   loop.call_soon([&] {
-    offload::async_run(pool, [&] {
-      blocker_started = true;
-      g.wait();
-    }, net::bind_executor(ex, finish));
+    offload::async_run(
+        pool,
+        [&] {
+          blocker_started = true;
+          g.wait();
+        },
+        net::bind_executor(ex, finish));
   });
   loop.call_soon([&] {
     REQUIRE(eventually([&] { return blocker_started.load(); }));
-    offload::async_run(pool, [&] { record('b'); }, net::bind_executor(ex, finish));  // batched
-    offload::async_run(pool, [&] { record('c'); }, net::bind_executor(ex, finish));  // batched
+    offload::async_run(
+        pool, [&] { record('b'); }, net::bind_executor(ex, finish));  // batched
+    offload::async_run(
+        pool, [&] { record('c'); }, net::bind_executor(ex, finish));  // batched
     // No executor to resume on: this one goes straight to the pool, after b and c.
     unbound = submit_plain(pool, [&] { record('d'); });
     g.open();
@@ -811,19 +824,19 @@ TEST_CASE(
   std::thread closer;
   loop.call_soon([&] {
     for (int i = 0; i < 3; ++i) {  // the first goes out at once, the other two are held
-      offload::async_run(pool, [] { return 1; },
-                         net::bind_executor(ex, [&](std::exception_ptr e, int v) {
-                           if (!e) values += v;
-                           if (++done == 4) loop.stop();
-                         }));
+      offload::async_run(
+          pool, [] { return 1; }, net::bind_executor(ex, [&](std::exception_ptr e, int v) {
+            if (!e) values += v;
+            if (++done == 4) loop.stop();
+          }));
     }
     closer = std::thread([&] { pool.shutdown(false); });
     REQUIRE(eventually([&] { return pool.is_shutdown(); }));
-    offload::async_run(pool, [] { return 1; },
-                       net::bind_executor(ex, [&](std::exception_ptr e, int) {
-                         refused = e;
-                         if (++done == 4) loop.stop();
-                       }));
+    offload::async_run(
+        pool, [] { return 1; }, net::bind_executor(ex, [&](std::exception_ptr e, int) {
+          refused = e;
+          if (++done == 4) loop.stop();
+        }));
   });
   loop.run_forever();
   closer.join();

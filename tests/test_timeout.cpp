@@ -81,8 +81,7 @@ TEST_CASE(
   CHECK(returned_before.load());  // wait policy: f had returned before the awaiter resumed
 }
 
-TEST_CASE("wait_for with a timeout that is not positive never starts the operation",
-          "[timeout]") {
+TEST_CASE("wait_for with a timeout that is not positive never starts the operation", "[timeout]") {
   offload::thread_pool pool(1);
   std::atomic<bool> ran{false};
   auto body = [&](std::chrono::milliseconds d) -> offload::awaitable<std::error_code> {
@@ -159,8 +158,8 @@ TEST_CASE("cancelling the awaiter of wait_for is reported as cancellation, not t
                   error = e;
                   done = true;
                 }));
-  loop.run_until_complete(offload_test::wait_until(
-      [&] { return loop.default_executor_pool().stats().running == 1; }));
+  loop.run_until_complete(
+      offload_test::wait_until([&] { return loop.default_executor_pool().stats().running == 1; }));
   signal.emit(net::cancellation_type::terminal);
   loop.run_until_complete(offload_test::wait_until([&] { return done; }));
   CHECK(is_cancelled(error));

@@ -11,8 +11,8 @@
 #include <offload/future.hpp>
 #include <offload/gather.hpp>
 #include <offload/limiter.hpp>
-#include <offload/node_cache.hpp>
 #include <offload/loop_thread.hpp>
+#include <offload/node_cache.hpp>
 #include <offload/outcome.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/threadsafe.hpp>

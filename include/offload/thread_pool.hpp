@@ -256,8 +256,7 @@ class alignas(detail::cache_line) thread_pool {
     // A call that skips the batch (no loop to resume, or the step's first) still starts after
     // the calls this thread made before it.
     if (batch.pool == this) detail::flush_submit_batch();
-    return push_chain(op, op) ? detail::submit_status::accepted
-                              : detail::submit_status::shut_down;
+    return push_chain(op, op) ? detail::submit_status::accepted : detail::submit_status::shut_down;
   }
 
  private:
@@ -310,10 +309,9 @@ class alignas(detail::cache_line) thread_pool {
     std::uintptr_t old = inject_.load(std::memory_order_relaxed);
     do {
       oldest->next = reinterpret_cast<detail::op_base*>(old & ~closed_bit);
-    } while (!inject_.compare_exchange_weak(old,
-                                            reinterpret_cast<std::uintptr_t>(newest) |
-                                                (old & closed_bit),
-                                            std::memory_order_seq_cst, std::memory_order_relaxed));
+    } while (!inject_.compare_exchange_weak(
+        old, reinterpret_cast<std::uintptr_t>(newest) | (old & closed_bit),
+        std::memory_order_seq_cst, std::memory_order_relaxed));
     after_push();
     batches_held_.fetch_sub(1, std::memory_order_seq_cst);
   }

@@ -206,8 +206,7 @@ struct initiate_run {
     using op_type = call_op<std::decay_t<Call>, handler_type, Extras>;
     // A handler with no executor of its own (use_future, a bare callback) may complete on any
     // thread; only the default executor then needs a loop to belong to.
-    constexpr bool no_loop =
-        is_system_executor<net::associated_executor_t<handler_type>>::value;
+    constexpr bool no_loop = is_system_executor<net::associated_executor_t<handler_type>>::value;
 
     handler_type h(std::forward<Handler>(handler));
     op_type* op = nullptr;
@@ -352,8 +351,7 @@ template <typename Target, typename F, typename Token>
 requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
 auto async_run(Target&& target, F&& f, Token&& token) {
   return detail::initiate_call(std::forward<Target>(target), detail::no_extras{},
-                               detail::call_for<F>(std::forward<F>(f)),
-                               std::forward<Token>(token));
+                               detail::call_for<F>(std::forward<F>(f)), std::forward<Token>(token));
 }
 
 /// async_run with per-call options (cancel policy, capacity limiter).
@@ -361,8 +359,7 @@ template <typename Target, typename F, typename Token>
 requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
 auto async_run(Target&& target, call_options options, F&& f, Token&& token) {
   return detail::initiate_call(std::forward<Target>(target), detail::call_extras(options),
-                               detail::call_for<F>(std::forward<F>(f)),
-                               std::forward<Token>(token));
+                               detail::call_for<F>(std::forward<F>(f)), std::forward<Token>(token));
 }
 
 namespace detail {
@@ -400,8 +397,8 @@ template <typename Target, detail::not_options F, typename... Args>
 requires detail::runs_calls<std::remove_cvref_t<Target>>
 auto run_in_executor(Target&& target, F&& f, Args&&... args)
     -> awaitable<detail::call_value_t<F, Args...>> {
-  return detail::offload_call(std::forward<Target>(target), detail::no_extras{},
-                              std::forward<F>(f), std::forward<Args>(args)...);
+  return detail::offload_call(std::forward<Target>(target), detail::no_extras{}, std::forward<F>(f),
+                              std::forward<Args>(args)...);
 }
 
 /// run_in_executor with per-call options:
@@ -410,9 +407,8 @@ template <typename Target, typename F, typename... Args>
 requires detail::runs_calls<std::remove_cvref_t<Target>>
 auto run_in_executor(Target&& target, call_options options, F&& f, Args&&... args)
     -> awaitable<detail::call_value_t<F, Args...>> {
-  return detail::offload_call(std::forward<Target>(target),
-                              detail::call_extras(options), std::forward<F>(f),
-                              std::forward<Args>(args)...);
+  return detail::offload_call(std::forward<Target>(target), detail::call_extras(options),
+                              std::forward<F>(f), std::forward<Args>(args)...);
 }
 
 /// `co_await to_thread(f, args...)`: run_in_executor on the loop's default executor.

@@ -30,10 +30,10 @@
 #define OFFLOAD_TEST_CANNOT_REPLACE_NEW 0
 #endif
 
-#define OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()                                                 \
-  if (OFFLOAD_TEST_CANNOT_REPLACE_NEW) {                                                     \
+#define OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()                                                  \
+  if (OFFLOAD_TEST_CANNOT_REPLACE_NEW) {                                                      \
     WARN("skipped: this build's sanitizer runtime owns operator new (Clang links it whole)"); \
-    return;                                                                                  \
+    return;                                                                                   \
   }
 
 namespace alloc_fault {

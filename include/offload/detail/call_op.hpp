@@ -322,8 +322,7 @@ class call_op final : public op_base {
   // Under cancel_policy::abandon a running call's awaiter is answered now too; f runs on.
   bool cancel_call() {
     op_state expected = op_state::pending;
-    if (state.compare_exchange_strong(expected, op_state::cancelling,
-                                      std::memory_order_acq_rel)) {
+    if (state.compare_exchange_strong(expected, op_state::cancelling, std::memory_order_acq_rel)) {
       offload_service* h = home;
       answer_cancelled("offload: the call was cancelled before it started");
       state.store(op_state::cancelled, std::memory_order_release);  // the node is not ours now

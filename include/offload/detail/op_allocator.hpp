@@ -34,7 +34,8 @@ class block_cache {
   block_cache& operator=(const block_cache&) = delete;
   ~block_cache() {
     for (node*& head : lists_) {
-      while (head != nullptr) ::operator delete(static_cast<void*>(std::exchange(head, head->next)));
+      while (head != nullptr)
+        ::operator delete(static_cast<void*>(std::exchange(head, head->next)));
     }
   }
 

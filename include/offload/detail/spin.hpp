@@ -51,9 +51,7 @@ inline bool single_usable_cpu() noexcept {
 }
 
 /// The spin budget used when the user did not set one.
-inline std::chrono::nanoseconds default_spin() noexcept {
-  return std::chrono::microseconds(50);
-}
+inline std::chrono::nanoseconds default_spin() noexcept { return std::chrono::microseconds(50); }
 
 /// Per-thread spin budget: full after a spin that found work, halved after a run of spins
 /// that found none, so a thread that keeps spinning in vain soon parks at once.
