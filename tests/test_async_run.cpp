@@ -20,6 +20,7 @@
 #endif
 #endif
 
+#include <algorithm>
 #include <exception>
 #include <future>
 #include <optional>
@@ -29,6 +30,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -173,6 +175,39 @@ TEST_CASE(
   ctx.run();
   CHECK(blocker_calls == 1);
   CHECK_FALSE(queued_ran.load());
+}
+
+TEST_CASE(
+    "async_run with a callback bound to the loop calls it on the loop; a bound lvalue is copied, "
+    "not moved from",
+    "[async_run]") {
+  offload::thread_pool pool(named_pool("lb"));
+  offload::event_loop loop;
+  const auto ex = loop.get_executor();
+  const std::string tag(40, 't');  // on the heap: a moved-from copy would be empty
+  std::vector<int> values;
+  std::vector<std::string> tags;
+  int on_loop = 0;
+  auto callback = [&, tag](std::exception_ptr e, int v) {
+    CHECK_FALSE(e);
+    values.push_back(v);
+    tags.push_back(tag);
+    if (ex.running_in_this_thread() && loop.in_loop_thread()) ++on_loop;
+    if (values.size() == 2) loop.stop();
+  };
+  auto bound = net::bind_executor(ex, callback);
+  loop.call_soon([&] {
+    offload::async_run(
+        pool, [] { return 1; }, bound);
+    offload::async_run(
+        pool, [] { return 2; }, net::bind_executor(ex, callback));
+  });
+  loop.run_forever();
+  std::sort(values.begin(), values.end());
+  CHECK(values == std::vector<int>{1, 2});
+  CHECK(on_loop == 2);
+  bound(std::exception_ptr(), 3);  // still whole
+  CHECK(tags == std::vector<std::string>(3, tag));
 }
 
 TEST_CASE("async_run with a void f completes a (std::exception_ptr) callback", "[async_run]") {

@@ -133,6 +133,123 @@ TEST_CASE("each allocation of a call fails in turn: bad_alloc at the co_await (n
 
 namespace {
 
+/// A callback bound to `ex` whose call is made with the n-th allocation failing. The callback
+/// records what it got, on which thread; f counts its runs.
+struct bound_attempt {
+  long failed = 0;
+  bool threw = false;  // async_run itself threw: nothing was taken
+  int callbacks = 0;
+  bool bad_alloc = false;
+  bool got_value = false;
+  bool on_executor = false;
+  int f_runs = 0;
+};
+
+template <typename Executor, typename Done>
+void bound_call(offload::thread_pool& pool, const Executor& ex, long n, bound_attempt& out,
+                std::atomic<int>& f_runs, Done done) {
+  auto f = [&f_runs] {
+    ++f_runs;
+    return 4;
+  };
+  auto callback = [&out, ex, done](std::exception_ptr e, int v) {
+    ++out.callbacks;
+    done();
+    out.on_executor = ex.running_in_this_thread();
+    try {
+      if (e) std::rethrow_exception(e);
+      out.got_value = v == 4;
+    } catch (const std::bad_alloc&) {
+      out.bad_alloc = true;
+    }
+  };
+  alloc_fault::arm(n);
+  try {
+    offload::async_run(pool, f, net::bind_executor(ex, std::move(callback)));
+  } catch (const std::bad_alloc&) {
+    out.threw = true;
+  }
+  alloc_fault::disarm();
+  out.failed = alloc_fault::failed;
+  if (out.threw) done();
+}
+
+void check_bound_attempt(const bound_attempt& a) {
+  if (a.threw) {
+    CHECK(a.callbacks == 0);
+    CHECK(a.f_runs == 0);
+    return;
+  }
+  CHECK(a.callbacks == 1);  // once, on its executor, with the error or the value
+  CHECK(a.on_executor);
+  CHECK(a.bad_alloc != a.got_value);
+  CHECK(a.f_runs == (a.got_value ? 1 : 0));
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a callback bound to the loop: each allocation of its call fails in turn: the callback "
+    "gets bad_alloc on the loop, f never runs",
+    "[faults][alloc][async_run]") {
+  OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()
+  for (long n = 1; n <= 64; ++n) {
+    INFO("allocation #" << n << " fails");
+    bound_attempt a;
+    std::thread([&] {  // an empty node cache: the node is allocated in the call
+      offload::thread_pool pool(1);
+      offload::event_loop loop;
+      std::atomic<int> f_runs{0};
+      loop.call_soon(
+          [&] { bound_call(pool, loop.get_executor(), n, a, f_runs, [&loop] { loop.stop(); }); });
+      loop.run_forever();
+      pool.shutdown();
+      a.f_runs = f_runs.load();
+    })
+        .join();
+    check_bound_attempt(a);
+    if (a.failed == 0) {
+      CHECK(a.got_value);
+      CHECK(n > 1);  // the call allocated: its node at least
+      WARN(n - 1 << " allocation points swept");
+      break;
+    }
+    CHECK(a.bad_alloc);
+  }
+}
+
+TEST_CASE(
+    "a callback bound to a bare io_context: each allocation of its first call fails in turn: "
+    "the callback gets bad_alloc there, f never runs",
+    "[faults][alloc][async_run]") {
+  OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()
+  for (long n = 1; n <= 64; ++n) {
+    INFO("allocation #" << n << " fails");
+    bound_attempt a;
+    std::thread([&] {
+      offload::thread_pool pool(1);
+      std::atomic<int> f_runs{0};
+      {
+        net::io_context ctx;
+        bound_call(pool, ctx.get_executor(), n, a, f_runs, [] {});
+        ctx.run();
+      }
+      pool.shutdown();
+      a.f_runs = f_runs.load();
+    }).join();
+    check_bound_attempt(a);
+    if (a.failed == 0) {
+      CHECK(a.got_value);
+      CHECK(n > 1);  // the call allocated: its node at least
+      WARN(n - 1 << " allocation points swept");
+      break;
+    }
+    CHECK(a.bad_alloc);
+  }
+}
+
+namespace {
+
 offload::awaitable<void> first_call_on_bare_context(offload::thread_pool& pool, long n,
                                                     attempt& out) {
   auto f = [] { return 4; };

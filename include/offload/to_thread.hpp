@@ -234,10 +234,55 @@ struct initiate_run {
       if constexpr (no_loop) {
         throw;
       } else {
-        op_type::fail_unstarted(std::move(h), std::current_exception());
+        fail_unstarted<typename op_type::value_type>(std::move(h), std::current_exception());
         return;
       }
     }
+    start(op, default_owner, no_loop);
+  }
+
+  /// A callback bound to an executor offload has a completion queue for (the loop's strand, an
+  /// io_context's executor): the node keeps only the callback, since the queue delivers there.
+  template <typename Binder, typename Call>
+  void run_bound(Binder&& binder, Call&& call) {
+    using binder_type = std::remove_cvref_t<Binder>;
+    using executor_type = typename binder_type::executor_type;
+    using target_type = typename binder_type::target_type;
+    if constexpr (std::is_same_v<executor_type, loop_strand_type> ||
+                  std::is_same_v<executor_type, net::io_context::executor_type>) {
+      using op_type = call_op<std::decay_t<Call>, target_type, Extras, executor_type>;
+      op_type* op = nullptr;
+      offload_service* home = nullptr;
+      try {
+        const executor_type ex = binder.get_executor();
+        home = &service_of(context_of(ex));
+        completion_queue* queue = home->queue_for(ex);
+        if (queue != nullptr) {
+          if constexpr (std::is_lvalue_reference_v<Binder>) {
+            target_type target(binder.get());
+            op =
+                op_type::create(std::move(call), std::move(target), queue, home, std::move(extras));
+          } else {  // moved from only once the node exists: a failure leaves it untouched
+            op = op_type::create(std::move(call), std::move(binder.get()), queue, home,
+                                 std::move(extras));
+          }
+        }
+      } catch (...) {
+        fail_unstarted<typename op_type::value_type>(binder_type(std::forward<Binder>(binder)),
+                                                     std::current_exception());
+        return;
+      }
+      if (op != nullptr) {
+        start(op, home, false);
+        return;
+      }
+    }
+    (*this)(std::forward<Binder>(binder), std::forward<Call>(call));
+  }
+
+  // Connects the node to cancellation and its context, then submits it.
+  template <typename Op>
+  void start(Op* op, offload_service* default_owner, bool no_loop) {
     try {
       op->connect_cancellation();
       op->set_context(context_registry::instance().capture());
@@ -334,8 +379,7 @@ auto initiate_call(Target&& target, Extras&& extras, Call&& call, Token&& token)
   initiate_run<Target, std::decay_t<Extras>> initiation{
       target_holder<Target>::make(std::forward<Target>(target)), std::forward<Extras>(extras)};
   if constexpr (is_bound_callback<std::remove_cvref_t<Token>, signature>::value) {
-    std::remove_cvref_t<Token> handler(std::forward<Token>(token));
-    initiation(std::move(handler), std::forward<Call>(call));
+    initiation.run_bound(std::forward<Token>(token), std::forward<Call>(call));
   } else {
     return net::async_initiate<Token, signature>(std::move(initiation), token,
                                                  std::forward<Call>(call));

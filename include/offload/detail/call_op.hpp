@@ -131,6 +131,35 @@ class result_slot<void> {
   }
 };
 
+/// Completes `handler` with an outcome in the call's completion signature.
+template <typename V, typename Handler>
+void invoke_handler(Handler& handler, std::exception_ptr error,
+                    std::optional<result_holder<V>> value) {
+  if constexpr (std::is_void_v<V>) {
+    std::move(handler)(std::move(error));
+  } else if constexpr (std::is_default_constructible_v<V>) {
+    if (value) {
+      std::move(handler)(std::exception_ptr(), std::move(value->value));
+    } else {
+      std::move(handler)(std::move(error), V{});
+    }
+  } else {
+    std::optional<V> out;
+    if (value) out.emplace(std::move(value->value));
+    std::move(handler)(std::move(error), std::move(out));
+  }
+}
+
+/// The call could not be set up (its node or its context could not be made): the handler,
+/// still untouched, gets the error through its executor, never inside its own initiation.
+template <typename V, typename Handler>
+void fail_unstarted(Handler handler, std::exception_ptr error) {
+  auto ex = net::get_associated_executor(handler);
+  net::post(ex, [h = std::move(handler), error = std::move(error)]() mutable {
+    invoke_handler<V>(h, std::move(error), std::nullopt);
+  });
+}
+
 /// Runs on the handler's executor when there is no batched queue for it; destroying it unrun
 /// (the executor went away) frees the node without delivering, as Asio does with handlers.
 struct completion_runner {
@@ -164,11 +193,19 @@ struct call_extras {
   unique_function resubmit;  // set while the call waits for a limiter token
 };
 
-template <typename Call, typename Handler, typename Extras = no_extras>
+/// One call in flight. `Handler` is the completion handler; with a `QueueExecutor` it is the
+/// bare target of a handler bound to that executor (`bind_executor(loop_strand, callback)`),
+/// unwrapped because the call's completion queue already delivers there: the node then
+/// holds no copy of the executor (for a strand, an atomic reference count per copy and move).
+template <typename Call, typename Handler, typename Extras = no_extras,
+          typename QueueExecutor = void>
 class call_op final : public op_base {
+  static constexpr bool unwrapped = !std::is_void_v<QueueExecutor>;
+
  public:
   using value_type = typename Call::value_type;
-  using handler_executor = net::associated_executor_t<Handler>;
+  using handler_executor =
+      std::conditional_t<unwrapped, QueueExecutor, net::associated_executor_t<Handler>>;
   using work_type = std::decay_t<decltype(net::prefer(std::declval<const handler_executor&>(),
                                                       net::execution::outstanding_work.tracked))>;
   using handler_allocator = net::associated_allocator_t<Handler>;
@@ -182,9 +219,11 @@ class call_op final : public op_base {
                          offload_service* home, Extras&& extras = Extras{}) {
     allocator_type alloc(net::get_associated_allocator(handler));
     std::optional<work_type> work;
-    if (queue == nullptr) {
-      work.emplace(net::prefer(net::get_associated_executor(handler),
-                               net::execution::outstanding_work.tracked));
+    if constexpr (!unwrapped) {
+      if (queue == nullptr) {
+        work.emplace(net::prefer(net::get_associated_executor(handler),
+                                 net::execution::outstanding_work.tracked));
+      }
     }
     call_op* p = std::allocator_traits<allocator_type>::allocate(alloc, 1);
     try {
@@ -203,15 +242,6 @@ class call_op final : public op_base {
     if (slot_.is_connected()) slot_.template emplace<canceller>(this);
   }
   void disconnect_cancellation() noexcept { slot_.clear(); }
-
-  /// The call could not be set up (its node or its context could not be made): the handler,
-  /// still untouched, gets the error through its executor, never inside its own initiation.
-  static void fail_unstarted(Handler&& handler, std::exception_ptr error) {
-    auto ex = net::get_associated_executor(handler);
-    net::post(ex, [h = std::move(handler), error = std::move(error)]() mutable {
-      invoke_handler(h, std::move(error), std::nullopt);
-    });
-  }
 
   Extras& extras() noexcept { return extras_; }
   void set_context(std::unique_ptr<context_snapshot> context) noexcept {
@@ -344,14 +374,22 @@ class call_op final : public op_base {
     return false;
   }
 
+  handler_executor executor() const {
+    if constexpr (unwrapped) {
+      return static_cast<const basic_completion_queue<QueueExecutor>*>(queue)->executor();
+    } else {
+      return net::get_associated_executor(handler_);
+    }
+  }
+
   // Moves the handler out of the node (whose owner waits while the state is transient).
   void answer_cancelled(const char* what) {
-    auto ex = net::get_associated_executor(handler_);
+    auto ex = executor();
     auto error = make_cancelled(what);
     net::post(ex, [h = std::move(handler_), slot = slot_, work = take_work(),
                    error = std::move(error)]() mutable {
       slot.clear();
-      invoke_handler(h, std::move(error), std::nullopt);
+      invoke_handler<value_type>(h, std::move(error), std::nullopt);
     });
   }
 
@@ -455,29 +493,12 @@ class call_op final : public op_base {
     } finish{h};
     try {
       if (immediate) {
-        net::post(net::get_associated_executor(handler_), completion_runner(this));
+        net::post(executor(), completion_runner(this));
       } else {
-        net::dispatch(net::get_associated_executor(handler_), completion_runner(this));
+        net::dispatch(executor(), completion_runner(this));
       }
     } catch (...) {
       report_stray_exception("a completion handler run on a worker thread");
-    }
-  }
-
-  static void invoke_handler(Handler& handler, std::exception_ptr error,
-                             std::optional<result_holder<value_type>> value) {
-    if constexpr (std::is_void_v<value_type>) {
-      std::move(handler)(std::move(error));
-    } else if constexpr (std::is_default_constructible_v<value_type>) {
-      if (value) {
-        std::move(handler)(std::exception_ptr(), std::move(value->value));
-      } else {
-        std::move(handler)(std::move(error), value_type{});
-      }
-    } else {
-      std::optional<value_type> out;
-      if (value) out.emplace(std::move(value->value));
-      std::move(handler)(std::move(error), std::move(out));
     }
   }
 
@@ -499,7 +520,7 @@ class call_op final : public op_base {
     free_self();
     if (counted) h->op_finished();
     slot.clear();
-    invoke_handler(handler, std::move(error), std::move(value));
+    invoke_handler<value_type>(handler, std::move(error), std::move(value));
   }
 
   std::optional<Call> call_;
