@@ -1092,7 +1092,11 @@ TEST_CASE("pool initializer fails in one of two threads: the calls run on the ot
   for (int i = 0; i < 3; ++i) {
     // With the survivor idle, a call goes to it (an idle thread is never passed over for a
     // new one).
-    REQUIRE(eventually(settled));
+    const bool idle_again = eventually(settled);
+    const offload::thread_pool_stats s = pool.stats();
+    INFO("call " << i << ": workers " << s.workers << " idle " << s.idle << " failures "
+                 << failures.load());
+    REQUIRE(idle_again);
     CHECK(offload::async_run(pool, where, net::use_future).get() == "init-one-2");
   }
   CHECK(pool.stats().workers == 1);

@@ -195,7 +195,8 @@ class alignas(detail::cache_line) thread_pool {
     std::lock_guard<std::mutex> lock(mutex_);
     thread_pool_stats s;
     s.workers = live_;
-    s.idle = sleeping_.load() + spinning_.load();
+    // A worker going from spinning to parked is counted in both for a moment.
+    s.idle = std::min<std::size_t>(sleeping_.load() + spinning_.load(), live_);
     s.queued = fifo_count_.load(std::memory_order_relaxed) + overflow_size_;
     // Pushed chains are immutable until a worker takes one, which needs this lock.
     for (auto* op = reinterpret_cast<detail::op_base*>(inject_.load() & ~closed_bit); op;
@@ -445,16 +446,21 @@ class alignas(detail::cache_line) thread_pool {
   detail::op_base* pop_locked() noexcept {
     if (fifo_head_ == nullptr) {
       const std::uintptr_t taken = inject_.fetch_and(closed_bit, std::memory_order_acq_rel);
+      // One pass over the taken chain (a burst's nodes are cold): reverse it into FIFO order
+      // and count it; its newest node becomes the tail.
       auto* chain = reinterpret_cast<detail::op_base*>(taken & ~closed_bit);
-      detail::op_base* fifo = detail::reverse_chain(chain, nullptr);
-      if (fifo != nullptr) {
-        std::size_t taken_count = 1;
-        fifo_head_ = fifo;
-        fifo_tail_ = fifo;
-        while (fifo_tail_->next != nullptr) {
-          fifo_tail_ = fifo_tail_->next;
+      if (chain != nullptr) {
+        fifo_tail_ = chain;
+        std::size_t taken_count = 0;
+        detail::op_base* fifo = nullptr;
+        while (chain != nullptr) {
+          detail::op_base* next = chain->next;
+          chain->next = fifo;
+          fifo = chain;
+          chain = next;
           ++taken_count;
         }
+        fifo_head_ = fifo;
         fifo_count_.store(taken_count, std::memory_order_relaxed);
       }
     }
@@ -555,17 +561,17 @@ class alignas(detail::cache_line) thread_pool {
       if (op == nullptr) {
         if (closed_ && queue_empty_locked()) break;
         lock.unlock();
-        if (try_spin(spinner)) {
-          lock.lock();
-          continue;
-        }
+        const spin_outcome spun = try_spin(spinner);
         lock.lock();
+        if (spun == spin_outcome::found) continue;
+        const bool counted_asleep = spun == spin_outcome::going_to_park;
         op = pop_locked();
-        if (op == nullptr) {
-          if (closed_ && queue_empty_locked()) break;
-          if (park_locked(lock)) break;  // reaped
+        if (op == nullptr && !(closed_ && queue_empty_locked())) {
+          if (park_locked(lock, counted_asleep)) break;  // reaped
           continue;
         }
+        if (counted_asleep) stay_awake_locked();
+        if (op == nullptr) break;
       }
       lock.unlock();
       wake_another_if_needed();
@@ -576,22 +582,35 @@ class alignas(detail::cache_line) thread_pool {
     run_stopped_callbacks_if_last(lock);
   }
 
-  bool try_spin(detail::adaptive_spin& spinner) {
-    if (spinning_.load(std::memory_order_relaxed) >= max_spinning) return false;
+  enum class spin_outcome { found, going_to_park, not_spun };
+
+  spin_outcome try_spin(detail::adaptive_spin& spinner) {
+    if (spinning_.load(std::memory_order_relaxed) >= max_spinning) return spin_outcome::not_spun;
     spinning_.fetch_add(1, std::memory_order_seq_cst);
     const bool found = spinner.spin([this] {
       return fifo_count_.load(std::memory_order_relaxed) != 0 || inject_nonempty() ||
              (inject_.load(std::memory_order_relaxed) & closed_bit) != 0;
     });
+    // A worker that spun out counts itself asleep before it stops counting as spinning: in
+    // between, a submitter would see no idle thread and start a new one.
+    if (!found) sleeping_.fetch_add(1, std::memory_order_seq_cst);
     spinning_.fetch_sub(1, std::memory_order_seq_cst);
-    return found;
+    return found ? spin_outcome::found : spin_outcome::going_to_park;
+  }
+
+  // A worker counted asleep takes work instead. A wake_one that saw it counted may have
+  // notified nobody: the wake in flight is over either way.
+  void stay_awake_locked() noexcept {
+    sleeping_.fetch_sub(1, std::memory_order_seq_cst);
+    wake_pending_.store(false, std::memory_order_release);
   }
 
   // Parks until woken or keep_alive passes; true when this worker should exit (reaped).
-  bool park_locked(std::unique_lock<std::mutex>& lock) {
-    sleeping_.fetch_add(1, std::memory_order_seq_cst);
+  // `counted` says the worker already counted itself asleep.
+  bool park_locked(std::unique_lock<std::mutex>& lock, bool counted) {
+    if (!counted) sleeping_.fetch_add(1, std::memory_order_seq_cst);
     if (inject_nonempty()) {  // pairs with after_push: it saw no sleeper, or we see its push
-      sleeping_.fetch_sub(1, std::memory_order_seq_cst);
+      stay_awake_locked();
       return false;
     }
     const bool timed_out = cv_.wait_for(lock, options_.keep_alive) == std::cv_status::timeout;
