@@ -857,7 +857,7 @@ TEST_CASE(
 TEST_CASE("finished calls' nodes stay in the thread's cache up to node_cache_limit",
           "[thread_pool][node_cache]") {
   const std::size_t saved = offload::node_cache_limit();
-  CHECK(saved == (std::size_t(32) << 20));
+  CHECK(saved == (std::size_t(256) << 20));
   offload::thread_pool pool(sized(2));
   // Fresh threads: each starts with an empty cache.
   std::size_t kept_at_zero = 1;

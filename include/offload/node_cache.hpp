@@ -19,9 +19,10 @@
 
 namespace offload {
 
-/// Bytes of freed call nodes a thread running an event loop keeps for reuse; 32 MiB unless set
-/// (about 200,000 calls of a typical size). 0: no thread keeps any, every call allocates and
-/// frees its node.
+/// Bytes of freed call nodes a thread running an event loop keeps for reuse; 256 MiB unless set
+/// (about 1.6 million calls of a typical size). Only what was once in flight at the same time is
+/// kept: a loop that never has more than a thousand calls out keeps a thousand nodes. 0: no
+/// thread keeps any, every call allocates and frees its node.
 inline std::size_t node_cache_limit() noexcept {
   return detail::node_cache_limit_bytes().load(std::memory_order_relaxed);
 }

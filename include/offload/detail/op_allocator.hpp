@@ -19,7 +19,7 @@ namespace offload::detail {
 
 /// How many bytes of freed call nodes each thread keeps for reuse (see set_node_cache_limit).
 inline std::atomic<std::size_t>& node_cache_limit_bytes() noexcept {
-  static std::atomic<std::size_t> limit{std::size_t(32) << 20};
+  static std::atomic<std::size_t> limit{std::size_t(256) << 20};
   return limit;
 }
 
