@@ -186,6 +186,26 @@ void check_bound_attempt(const bound_attempt& a) {
   CHECK(a.f_runs == (a.got_value ? 1 : 0));
 }
 
+/// `attempt_on_fresh_thread(n, a)` makes the call with its n-th allocation failing, for n = 1, 2,
+/// ... until the call makes fewer than n allocations.
+template <typename Attempt>
+void sweep_bound(Attempt attempt_on_fresh_thread) {
+  for (long n = 1; n <= 64; ++n) {
+    INFO("allocation #" << n << " fails");
+    bound_attempt a;
+    // A fresh thread: its node cache is empty, so the node is allocated in the call.
+    std::thread([&] { attempt_on_fresh_thread(n, a); }).join();
+    check_bound_attempt(a);
+    if (a.failed == 0) {
+      CHECK(a.got_value);
+      CHECK(n > 1);  // the call allocated: its node at least
+      WARN(n - 1 << " allocation points swept");
+      return;
+    }
+    CHECK(a.bad_alloc);
+  }
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -193,29 +213,16 @@ TEST_CASE(
     "gets bad_alloc on the loop, f never runs",
     "[faults][alloc][async_run]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()
-  for (long n = 1; n <= 64; ++n) {
-    INFO("allocation #" << n << " fails");
-    bound_attempt a;
-    std::thread([&] {  // an empty node cache: the node is allocated in the call
-      offload::thread_pool pool(1);
-      offload::event_loop loop;
-      std::atomic<int> f_runs{0};
-      loop.call_soon(
-          [&] { bound_call(pool, loop.get_executor(), n, a, f_runs, [&loop] { loop.stop(); }); });
-      loop.run_forever();
-      pool.shutdown();
-      a.f_runs = f_runs.load();
-    })
-        .join();
-    check_bound_attempt(a);
-    if (a.failed == 0) {
-      CHECK(a.got_value);
-      CHECK(n > 1);  // the call allocated: its node at least
-      WARN(n - 1 << " allocation points swept");
-      break;
-    }
-    CHECK(a.bad_alloc);
-  }
+  sweep_bound([](long n, bound_attempt& a) {
+    offload::thread_pool pool(1);
+    offload::event_loop loop;
+    std::atomic<int> f_runs{0};
+    loop.call_soon(
+        [&] { bound_call(pool, loop.get_executor(), n, a, f_runs, [&loop] { loop.stop(); }); });
+    loop.run_forever();
+    pool.shutdown();
+    a.f_runs = f_runs.load();
+  });
 }
 
 TEST_CASE(
@@ -223,29 +230,17 @@ TEST_CASE(
     "the callback gets bad_alloc there, f never runs",
     "[faults][alloc][async_run]") {
   OFFLOAD_TEST_NEEDS_NEW_REPLACEMENT()
-  for (long n = 1; n <= 64; ++n) {
-    INFO("allocation #" << n << " fails");
-    bound_attempt a;
-    std::thread([&] {
-      offload::thread_pool pool(1);
-      std::atomic<int> f_runs{0};
-      {
-        net::io_context ctx;
-        bound_call(pool, ctx.get_executor(), n, a, f_runs, [] {});
-        ctx.run();
-      }
-      pool.shutdown();
-      a.f_runs = f_runs.load();
-    }).join();
-    check_bound_attempt(a);
-    if (a.failed == 0) {
-      CHECK(a.got_value);
-      CHECK(n > 1);  // the call allocated: its node at least
-      WARN(n - 1 << " allocation points swept");
-      break;
+  sweep_bound([](long n, bound_attempt& a) {
+    offload::thread_pool pool(1);
+    std::atomic<int> f_runs{0};
+    {
+      net::io_context ctx;
+      bound_call(pool, ctx.get_executor(), n, a, f_runs, [] {});
+      ctx.run();
     }
-    CHECK(a.bad_alloc);
-  }
+    pool.shutdown();
+    a.f_runs = f_runs.load();
+  });
 }
 
 namespace {
