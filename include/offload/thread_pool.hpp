@@ -1,8 +1,8 @@
 // offload: thread_pool, the pluggable pool built for hand-offs (asyncio's ThreadPoolExecutor,
 // and more).
 //
-// Submitting is one CAS on a lock-free stack; workers refill a FIFO from it under a mutex that
-// only they take. An idle worker spins a bounded, adaptive while before it parks, and at most
+// Submitting is one CAS on a lock-free FIFO; workers take from it under a mutex that only they
+// take. An idle worker spins a bounded, adaptive while before it parks, and at most
 // one worker spins at a time, so a burst wakes nobody and an idle pool burns nothing.
 //
 // Distributed under the Boost Software License, Version 1.0.
@@ -10,6 +10,7 @@
 
 #include <offload/config.hpp>
 #include <offload/detail/op.hpp>
+#include <offload/detail/op_queue.hpp>
 #include <offload/detail/spin.hpp>
 #include <offload/detail/thread_name.hpp>
 #include <offload/errors.hpp>
@@ -90,8 +91,8 @@ enum class submit_status { accepted, shut_down, full };
 struct submit_batch {
   static constexpr unsigned limit = 64;
   thread_pool* pool = nullptr;
-  op_base* newest = nullptr;  // LIFO, as the pool's inject stack keeps it
-  op_base* oldest = nullptr;
+  op_base* oldest = nullptr;  // linked by next, in submission order
+  op_base* newest = nullptr;
   unsigned count = 0;
   bool enabled = false;        // this thread is running an event_loop's steps
   bool step_sent_one = false;  // this step's first call already went out at once
@@ -167,7 +168,7 @@ class alignas(detail::cache_line) thread_pool {
                   "call shutdown(false) there, or shut down from another thread");
     }
     if (detail::tl_submit_batch.pool == this) detail::flush_submit_batch();
-    inject_.fetch_or(closed_bit, std::memory_order_seq_cst);
+    inject_.set_flag();
     // Calls a loop thread accepted into a batch for this pool before now are queued when its
     // step ends (a few microseconds on a loop that does not block): wait for them, so they
     // run (or are cancelled) like the calls queued before.
@@ -186,9 +187,7 @@ class alignas(detail::cache_line) thread_pool {
     if (wait) join_all();
   }
 
-  bool is_shutdown() const noexcept {
-    return (inject_.load(std::memory_order_acquire) & closed_bit) != 0;
-  }
+  bool is_shutdown() const noexcept { return inject_.flagged(); }
 
   thread_pool_stats stats() const {
     if (detail::tl_submit_batch.pool == this) detail::flush_submit_batch();
@@ -197,12 +196,8 @@ class alignas(detail::cache_line) thread_pool {
     s.workers = live_;
     // A worker going from spinning to parked is counted in both for a moment.
     s.idle = std::min<std::size_t>(sleeping_.load() + spinning_.load(), live_);
-    s.queued = fifo_count_.load(std::memory_order_relaxed) + overflow_size_;
-    // Pushed chains are immutable until a worker takes one, which needs this lock.
-    for (auto* op = reinterpret_cast<detail::op_base*>(inject_.load() & ~closed_bit); op;
-         op = op->next) {
-      ++s.queued;
-    }
+    // Workers take from inject_ under this lock only.
+    s.queued = fifo_count_.load(std::memory_order_relaxed) + overflow_size_ + inject_.size();
     s.completed = completed_by_exited_;
     for (const worker& w : workers_) {
       if (w.busy_since.load(std::memory_order_relaxed) != 0) ++s.running;
@@ -257,7 +252,7 @@ class alignas(detail::cache_line) thread_pool {
     // A call that skips the batch (no loop to resume, or the step's first) still starts after
     // the calls this thread made before it.
     if (batch.pool == this) detail::flush_submit_batch();
-    return push_chain(op, op) ? detail::submit_status::accepted : detail::submit_status::shut_down;
+    return push_one(op) ? detail::submit_status::accepted : detail::submit_status::shut_down;
   }
 
  private:
@@ -276,29 +271,27 @@ class alignas(detail::cache_line) thread_pool {
       // Counted before the closed bit is read again: shutdown() sets the bit, then waits for
       // this count, so either we see the bit or it waits for our batch.
       batches_held_.fetch_add(1, std::memory_order_seq_cst);
-      if ((inject_.load(std::memory_order_seq_cst) & closed_bit) != 0) {
+      if (inject_.flagged()) {
         batches_held_.fetch_sub(1, std::memory_order_seq_cst);
         return false;
       }
       batch.pool = this;
+      batch.oldest = nullptr;
       batch.newest = nullptr;
-      batch.oldest = op;
       batch.count = 0;
     }
-    op->next = batch.newest;
+    (batch.newest != nullptr ? batch.newest->next : batch.oldest) = op;
     batch.newest = op;
     if (++batch.count == detail::submit_batch::limit) detail::flush_submit_batch();
     return true;
   }
 
-  // Pushes a LIFO chain onto the inject stack; false when the pool is shut down.
-  bool push_chain(detail::op_base* newest, detail::op_base* oldest) noexcept {
-    std::uintptr_t old = inject_.load(std::memory_order_relaxed);
-    do {
-      if (old & closed_bit) return false;
-      oldest->next = reinterpret_cast<detail::op_base*>(old);
-    } while (!inject_.compare_exchange_weak(old, reinterpret_cast<std::uintptr_t>(newest),
-                                            std::memory_order_seq_cst, std::memory_order_relaxed));
+  // False when the pool is shut down (inject_'s flag).
+  bool push_one(detail::op_base* op) noexcept {
+    if (inject_.push(op, op, detail::op_queue::on_flag::refuse) ==
+        detail::op_queue::pushed::refused) {
+      return false;
+    }
     after_push();
     return true;
   }
@@ -306,13 +299,8 @@ class alignas(detail::cache_line) thread_pool {
   // A batch's calls were accepted before any shutdown could finish (it waits for held batches
   // before its workers may exit), so they are queued even past the closed bit: they run, or are
   // cancelled with cancel_pending, like any call queued before the shutdown.
-  void publish_batch(detail::op_base* newest, detail::op_base* oldest) noexcept {
-    std::uintptr_t old = inject_.load(std::memory_order_relaxed);
-    do {
-      oldest->next = reinterpret_cast<detail::op_base*>(old & ~closed_bit);
-    } while (!inject_.compare_exchange_weak(
-        old, reinterpret_cast<std::uintptr_t>(newest) | (old & closed_bit),
-        std::memory_order_seq_cst, std::memory_order_relaxed));
+  void publish_batch(detail::op_base* oldest, detail::op_base* newest) noexcept {
+    inject_.push(oldest, newest, detail::op_queue::on_flag::keep);
     after_push();
     batches_held_.fetch_sub(1, std::memory_order_seq_cst);
   }
@@ -323,7 +311,6 @@ class alignas(detail::cache_line) thread_pool {
     return options;
   }
 
-  static constexpr std::uintptr_t closed_bit = 1;
   static constexpr int max_spinning = 1;
 
   // Its worker writes the atomics per call: aligned, so no neighbouring allocation shares them.
@@ -370,13 +357,15 @@ class alignas(detail::cache_line) thread_pool {
     return detail::submit_status::accepted;
   }
 
-  // The producer touches only the inject stack and, when it must, the wake and spawn paths:
+  // The producer touches only the inject queue and, when it must, the wake and spawn paths:
   // counters that workers also write would bounce a cache line per call.
   void after_push() {
-    if (sleeping_.load(std::memory_order_seq_cst) + spinning_.load(std::memory_order_seq_cst) ==
-        0) {
-      ensure_capacity();
-    }
+    // spinning_ first: a worker that spins out counts itself asleep before it stops counting
+    // as spinning, so reading them in this order never misses it.
+    const int spinning = spinning_.load(std::memory_order_seq_cst);
+    const int sleeping = sleeping_.load(std::memory_order_seq_cst);
+    // Work already taken (by a worker that counted as idle when it saw it) needs no thread.
+    if (spinning + sleeping == 0 && work_pending()) ensure_capacity();
     if (sleeping_.load(std::memory_order_seq_cst) > 0 &&
         spinning_.load(std::memory_order_seq_cst) == 0) {
       wake_one();
@@ -391,8 +380,9 @@ class alignas(detail::cache_line) thread_pool {
       return;
     }
     std::unique_lock<std::mutex> lock(mutex_);
-    // Sleepers count themselves under this lock before they wait: one seen here is waiting and
-    // gets this notify (or wakes anyway and clears the flag). With none, clear it ourselves.
+    // A sleeper seen here is waiting and gets this notify, or has yet to look at the queue
+    // under this lock: then it takes the call, or parks and clears the flag. With none, clear
+    // it ourselves.
     if (sleeping_.load(std::memory_order_relaxed) == 0) {
       wake_pending_.store(false, std::memory_order_release);
       return;
@@ -431,9 +421,7 @@ class alignas(detail::cache_line) thread_pool {
     fifo_tail_ = op;
   }
 
-  bool inject_nonempty() const noexcept {
-    return (inject_.load(std::memory_order_seq_cst) & ~closed_bit) != 0;
-  }
+  bool inject_nonempty() const noexcept { return !inject_.empty(); }
 
   bool work_pending() const noexcept {
     return fifo_count_.load(std::memory_order_relaxed) != 0 || inject_nonempty();
@@ -443,29 +431,10 @@ class alignas(detail::cache_line) thread_pool {
     return fifo_head_ == nullptr && overflow_head_ == nullptr && !inject_nonempty();
   }
 
+  // A bounded pool queues in fifo_ (counted, with its overflow); an unbounded one in inject_.
   detail::op_base* pop_locked() noexcept {
-    if (fifo_head_ == nullptr) {
-      const std::uintptr_t taken = inject_.fetch_and(closed_bit, std::memory_order_acq_rel);
-      // One pass over the taken chain (a burst's nodes are cold): reverse it into FIFO order
-      // and count it; its newest node becomes the tail.
-      auto* chain = reinterpret_cast<detail::op_base*>(taken & ~closed_bit);
-      if (chain != nullptr) {
-        fifo_tail_ = chain;
-        std::size_t taken_count = 0;
-        detail::op_base* fifo = nullptr;
-        while (chain != nullptr) {
-          detail::op_base* next = chain->next;
-          chain->next = fifo;
-          fifo = chain;
-          chain = next;
-          ++taken_count;
-        }
-        fifo_head_ = fifo;
-        fifo_count_.store(taken_count, std::memory_order_relaxed);
-      }
-    }
     detail::op_base* op = fifo_head_;
-    if (op == nullptr) return nullptr;
+    if (op == nullptr) return inject_.pop();
     fifo_head_ = op->next;
     if (fifo_head_ == nullptr) fifo_tail_ = nullptr;
     op->next = nullptr;
@@ -485,10 +454,12 @@ class alignas(detail::cache_line) thread_pool {
   detail::op_base* take_all_locked() noexcept {
     detail::op_base* all = nullptr;
     detail::op_base** tail = &all;
-    while (detail::op_base* op = pop_locked()) {
+    while (fifo_head_ != nullptr) {
+      detail::op_base* op = pop_locked();
       *tail = op;
       tail = &op->next;
     }
+    *tail = inject_.take_all();
     return all;
   }
 
@@ -563,15 +534,22 @@ class alignas(detail::cache_line) thread_pool {
         lock.unlock();
         const spin_outcome spun = try_spin(spinner);
         lock.lock();
-        if (spun == spin_outcome::found) continue;
-        const bool counted_asleep = spun == spin_outcome::going_to_park;
-        op = pop_locked();
-        if (op == nullptr && !(closed_ && queue_empty_locked())) {
-          if (park_locked(lock, counted_asleep)) break;  // reaped
-          continue;
+        if (spun == spin_outcome::found) {
+          op = pop_while_idle_locked(lock);
+          spinning_.fetch_sub(1, std::memory_order_seq_cst);
+          if (op == nullptr) continue;
+        } else {
+          // Counted asleep before the last look: pairs with after_push, which pushes, then
+          // looks for a sleeper. Either it sees us and wakes us, or we see its call.
+          if (spun == spin_outcome::not_spun) sleeping_.fetch_add(1, std::memory_order_seq_cst);
+          op = pop_while_idle_locked(lock);
+          if (op == nullptr && !(closed_ && queue_empty_locked())) {
+            if (park_locked(lock)) break;  // reaped
+            continue;
+          }
+          stay_awake_locked();
+          if (op == nullptr) break;
         }
-        if (counted_asleep) stay_awake_locked();
-        if (op == nullptr) break;
       }
       lock.unlock();
       wake_another_if_needed();
@@ -589,13 +567,28 @@ class alignas(detail::cache_line) thread_pool {
     spinning_.fetch_add(1, std::memory_order_seq_cst);
     const bool found = spinner.spin([this] {
       return fifo_count_.load(std::memory_order_relaxed) != 0 || inject_nonempty() ||
-             (inject_.load(std::memory_order_relaxed) & closed_bit) != 0;
+             inject_.flagged();
     });
+    if (found) return spin_outcome::found;  // the caller stops counting once it holds the call
     // A worker that spun out counts itself asleep before it stops counting as spinning: in
     // between, a submitter would see no idle thread and start a new one.
-    if (!found) sleeping_.fetch_add(1, std::memory_order_seq_cst);
+    sleeping_.fetch_add(1, std::memory_order_seq_cst);
     spinning_.fetch_sub(1, std::memory_order_seq_cst);
-    return found ? spin_outcome::found : spin_outcome::going_to_park;
+    return spin_outcome::going_to_park;
+  }
+
+  // Pops for a worker still counted idle (spinning or asleep), waiting out a submitter that is
+  // still linking the call it saw: it stops counting only once it holds the call, so a
+  // submitter looking meanwhile sees an idle thread, not a reason to start another one.
+  detail::op_base* pop_while_idle_locked(std::unique_lock<std::mutex>& lock) {
+    detail::op_base* op = pop_locked();
+    while (op == nullptr && inject_nonempty()) {
+      lock.unlock();
+      std::this_thread::yield();
+      lock.lock();
+      op = pop_locked();
+    }
+    return op;
   }
 
   // A worker counted asleep takes work instead. A wake_one that saw it counted may have
@@ -605,14 +598,13 @@ class alignas(detail::cache_line) thread_pool {
     wake_pending_.store(false, std::memory_order_release);
   }
 
-  // Parks until woken or keep_alive passes; true when this worker should exit (reaped).
-  // `counted` says the worker already counted itself asleep.
-  bool park_locked(std::unique_lock<std::mutex>& lock, bool counted) {
-    if (!counted) sleeping_.fetch_add(1, std::memory_order_seq_cst);
-    if (inject_nonempty()) {  // pairs with after_push: it saw no sleeper, or we see its push
-      stay_awake_locked();
-      return false;
-    }
+  // Parks a worker counted asleep that found the queue empty under this lock, until woken or
+  // keep_alive passes; true when it should exit (reaped).
+  bool park_locked(std::unique_lock<std::mutex>& lock) {
+    // A wake_one that saw this worker counted may have notified while it looked at the queue
+    // with the lock released, for a call another worker took: no wake is in flight for it now,
+    // and a flag left set would swallow the next push's notify.
+    wake_pending_.store(false, std::memory_order_release);
     const bool timed_out = cv_.wait_for(lock, options_.keep_alive) == std::cv_status::timeout;
     sleeping_.fetch_sub(1, std::memory_order_seq_cst);
     wake_pending_.store(false, std::memory_order_release);
@@ -679,8 +671,8 @@ class alignas(detail::cache_line) thread_pool {
   const std::size_t max_workers_;
   const std::chrono::nanoseconds spin_;
 
-  // Producers push here lock-free; the low bit says the pool is shut down.
-  alignas(detail::cache_line) std::atomic<std::uintptr_t> inject_{0};
+  // Producers push here lock-free, workers take under mutex_; its flag says shut down.
+  detail::op_queue inject_;
   // Worker state, read by producers only to decide whether to wake or spawn a thread.
   alignas(detail::cache_line) std::atomic<int> spinning_{0};
   std::atomic<int> sleeping_{0};
@@ -715,7 +707,7 @@ inline void flush_submit_batch() noexcept {
   op_base* newest = std::exchange(batch.newest, nullptr);
   op_base* oldest = std::exchange(batch.oldest, nullptr);
   batch.count = 0;
-  pool->publish_batch(newest, oldest);
+  pool->publish_batch(oldest, newest);
 }
 }  // namespace detail
 

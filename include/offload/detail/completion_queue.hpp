@@ -1,9 +1,9 @@
 // offload: the batched hand-back from worker threads to a loop.
 //
-// Workers push finished calls onto a lock-free stack. Only the push that finds the queue idle
+// Workers append finished calls to a lock-free FIFO. Only the push that finds the queue idle
 // posts a drain to the loop's executor; while a drain is scheduled or running, pushes cost one
-// CAS and no wake-up. The drain takes the whole stack, restores submission order and resumes
-// each awaiter inline: it already runs on the executor those awaiters belong to.
+// CAS and no wake-up. The drain resumes each awaiter inline, in the order the calls finished:
+// it already runs on the executor those awaiters belong to.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
@@ -11,9 +11,11 @@
 #include <offload/config.hpp>
 #include <offload/detail/op.hpp>
 #include <offload/detail/op_allocator.hpp>
+#include <offload/detail/op_queue.hpp>
 #include <offload/detail/spin.hpp>
 
 #include <atomic>
+#include <thread>
 #include <utility>
 
 namespace offload::detail {
@@ -27,23 +29,16 @@ class completion_queue {
 
   /// Any thread.
   void push(op_base* op) noexcept {
-    op_base* old = head_.load(std::memory_order_relaxed);
-    do {
-      op->next = old;
-    } while (!head_.compare_exchange_weak(old, op, std::memory_order_seq_cst,
-                                          std::memory_order_relaxed));
-    if (old != nullptr) return;                           // a drain is already on its way
+    // The queue's flag says no drain is on its way: only the push that clears it schedules one.
+    if (queue_.push(op, op, op_queue::on_flag::clear) != op_queue::pushed::cleared_flag) return;
     if (closed_.load(std::memory_order_seq_cst)) return;  // the owner collects it
     // A loop spinning on this queue takes the drain duty over: no cross-thread post.
     if (consumer_spinning_.exchange(false, std::memory_order_acq_rel)) return;
     schedule_drain();
   }
 
-  /// Something was pushed and not yet drained.
-  bool has_pending() const noexcept {
-    op_base* h = head_.load(std::memory_order_acquire);
-    return h != nullptr && h != mark();
-  }
+  /// After close(), on the owner's thread: something was pushed and not yet taken.
+  bool has_pending() const noexcept { return !queue_.empty(); }
 
   /// The loop thread is about to spin waiting for completions; see `end_spin`.
   void begin_spin() noexcept { consumer_spinning_.store(true, std::memory_order_seq_cst); }
@@ -60,15 +55,8 @@ class completion_queue {
   /// Stops scheduling drains: the owner is shutting down and collects what arrives itself.
   void close() noexcept { closed_.store(true, std::memory_order_seq_cst); }
 
-  /// After close(): takes everything queued, in FIFO order.
-  op_base* take_all() noexcept {
-    op_base* fifo = reverse_chain(head_.exchange(nullptr), mark());
-    if (backlog_ == nullptr) return fifo;
-    op_base* tail = backlog_;
-    while (tail->next != nullptr) tail = tail->next;
-    tail->next = fifo;
-    return std::exchange(backlog_, nullptr);
-  }
+  /// After close(), on the owner's thread: takes everything queued, in FIFO order.
+  op_base* take_all() noexcept { return queue_.take_all(); }
 
  protected:
   virtual void schedule_drain() = 0;
@@ -76,25 +64,25 @@ class completion_queue {
   /// Runs on the queue's executor. Drains are serialized: one is scheduled only by the push
   /// that finds the queue idle, or by the drain itself as it yields.
   void drain() {
-    const bool one = one_per_drain_.load(std::memory_order_relaxed);
+    const unsigned limit = one_per_drain_.load(std::memory_order_relaxed) ? 1u : max_per_drain;
     unsigned completed = 0;
+    unsigned stalls = 0;
     for (;;) {
-      if (backlog_ == nullptr) {
-        backlog_ = reverse_chain(head_.exchange(mark(), std::memory_order_acq_rel), mark());
-        if (backlog_ == nullptr) {
-          op_base* expected = mark();
-          if (head_.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel)) {
-            return;  // idle again: the next push schedules the next drain
-          }
-          continue;
-        }
-      }
-      if (completed == (one ? 1u : max_per_drain)) {
+      if (completed == limit) {
         schedule_drain();  // let the rest of the loop run, then go on
         return;
       }
-      op_base* op = backlog_;
-      backlog_ = op->next;
+      op_base* op = queue_.pop();
+      if (op == nullptr) {
+        if (queue_.flag_if_empty()) return;  // idle again: the next push schedules a drain
+        // A push came in, or a worker is between its two steps (linking() its node).
+        if (++stalls > max_stalls) {
+          schedule_drain();
+          return;
+        }
+        if (stalls > 1) std::this_thread::yield();  // it may have been preempted there
+        continue;
+      }
       ++completed;
       try {
         op->complete();
@@ -108,18 +96,12 @@ class completion_queue {
 
  private:
   static constexpr unsigned max_per_drain = 4096;
+  static constexpr unsigned max_stalls = 8;
 
-  static op_base* mark() noexcept {
-    static op_base sentinel;
-    return &sentinel;
-  }
-
-  // Workers push onto head_ per call: nothing else may share its line.
-  alignas(cache_line) std::atomic<op_base*> head_{nullptr};
+  op_queue queue_{true};  // starts idle
   alignas(cache_line) std::atomic<bool> consumer_spinning_{false};
   std::atomic<bool> one_per_drain_{false};
   std::atomic<bool> closed_{false};
-  op_base* backlog_ = nullptr;  // taken, in FIFO order, not yet completed; drain-only
 };
 
 /// A completion queue whose drain runs on `Executor` (the loop's strand, or an io_context's

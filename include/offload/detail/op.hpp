@@ -83,16 +83,4 @@ inline void report_stray_exception(const char* where) noexcept {
   }
 }
 
-/// Reverses a LIFO chain (as taken from a Treiber stack) that ends at `end` into FIFO order.
-inline op_base* reverse_chain(op_base* head, const op_base* end) noexcept {
-  op_base* fifo = nullptr;
-  while (head != end && head != nullptr) {
-    op_base* next = head->next;
-    head->next = fifo;
-    fifo = head;
-    head = next;
-  }
-  return fifo;
-}
-
 }  // namespace offload::detail
