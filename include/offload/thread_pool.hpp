@@ -375,8 +375,8 @@ class alignas(detail::cache_line) thread_pool {
   // One wake in flight at a time: a burst costs one notify, and each woken worker wakes the
   // next while work remains (wake_another_if_needed), so the pool still fans out.
   void wake_one() {
-    if (wake_pending_.load(std::memory_order_relaxed) ||
-        wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+    if (wake_pending_.load(std::memory_order_seq_cst) ||
+        wake_pending_.exchange(true, std::memory_order_seq_cst)) {
       return;
     }
     std::unique_lock<std::mutex> lock(mutex_);
@@ -603,8 +603,13 @@ class alignas(detail::cache_line) thread_pool {
   bool park_locked(std::unique_lock<std::mutex>& lock) {
     // A wake_one that saw this worker counted may have notified while it looked at the queue
     // with the lock released, for a call another worker took: no wake is in flight for it now,
-    // and a flag left set would swallow the next push's notify.
-    wake_pending_.store(false, std::memory_order_release);
+    // and a flag left set would swallow the next push's notify. Clear it, then look again
+    // (pairs with after_push: push, then read the flag; so it notifies, or we see its call).
+    wake_pending_.store(false, std::memory_order_seq_cst);
+    if (!queue_empty_locked()) {
+      stay_awake_locked();
+      return false;
+    }
     const bool timed_out = cv_.wait_for(lock, options_.keep_alive) == std::cv_status::timeout;
     sleeping_.fetch_sub(1, std::memory_order_seq_cst);
     wake_pending_.store(false, std::memory_order_release);
