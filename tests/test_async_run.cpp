@@ -178,6 +178,35 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "a callback throwing out of io_context::run() leaves the calls after it queued and counted: "
+    "the next run() delivers them and then runs out of work",
+    "[async_run]") {
+  offload::thread_pool pool(1);
+  net::io_context ctx;
+  std::vector<int> delivered;
+  auto callback = [&](std::exception_ptr, int v) {
+    delivered.push_back(v);
+    if (v == 0) throw std::runtime_error("from a callback");
+  };
+  for (int i = 0; i < 3; ++i) {
+    offload::async_run(
+        pool, [i] { return i; }, net::bind_executor(ctx.get_executor(), callback));
+  }
+  // All three are handed back before the context runs: one drain meets them all.
+  REQUIRE(offload_test::eventually([&] { return pool.stats().completed == 3; }));
+  CHECK_THROWS_AS(ctx.run(), std::runtime_error);
+  CHECK(delivered == std::vector<int>{0});
+  ctx.restart();
+  REQUIRE(offload_test::eventually([&] {
+    ctx.poll();
+    return delivered.size() == 3;
+  }));
+  CHECK(delivered == std::vector<int>{0, 1, 2});
+  ctx.poll();  // no call counts as in flight: out of work, the context stops
+  CHECK(ctx.stopped());
+}
+
+TEST_CASE(
     "async_run with a callback bound to the loop calls it on the loop; a bound lvalue is copied, "
     "not moved from",
     "[async_run]") {

@@ -196,8 +196,8 @@ class alignas(detail::cache_line) thread_pool {
     s.workers = live_;
     // A worker going from spinning to parked is counted in both for a moment.
     s.idle = std::min<std::size_t>(sleeping_.load() + spinning_.load(), live_);
-    // Workers take from inject_ under this lock only.
-    s.queued = fifo_count_.load(std::memory_order_relaxed) + overflow_size_ + inject_.size();
+    // inject_'s size is a walk only its consumer may make (inject_size takes the role).
+    s.queued = fifo_count_.load(std::memory_order_relaxed) + overflow_size_ + inject_size();
     s.completed = completed_by_exited_;
     for (const worker& w : workers_) {
       if (w.busy_since.load(std::memory_order_relaxed) != 0) ++s.running;
@@ -434,7 +434,7 @@ class alignas(detail::cache_line) thread_pool {
   // A bounded pool queues in fifo_ (counted, with its overflow); an unbounded one in inject_.
   detail::op_base* pop_locked() noexcept {
     detail::op_base* op = fifo_head_;
-    if (op == nullptr) return inject_.pop();
+    if (op == nullptr) return pop_inject();
     fifo_head_ = op->next;
     if (fifo_head_ == nullptr) fifo_tail_ = nullptr;
     op->next = nullptr;
@@ -459,8 +459,20 @@ class alignas(detail::cache_line) thread_pool {
       *tail = op;
       tail = &op->next;
     }
+    std::lock_guard<detail::short_lock> consumer(inject_consumer_);
     *tail = inject_.take_all();
     return all;
+  }
+
+  // inject_ has one consumer at a time: whichever thread holds inject_consumer_, with or
+  // without mutex_ (taken first when both are).
+  detail::op_base* pop_inject() noexcept {
+    std::lock_guard<detail::short_lock> consumer(inject_consumer_);
+    return inject_.pop();
+  }
+  std::size_t inject_size() const noexcept {
+    std::lock_guard<detail::short_lock> consumer(inject_consumer_);
+    return inject_.size();
   }
 
   static void fail_chain(detail::op_base* chain, const std::exception_ptr& error) noexcept {
@@ -554,6 +566,14 @@ class alignas(detail::cache_line) thread_pool {
       lock.unlock();
       wake_another_if_needed();
       execute(*self, op);
+      // Back to back, an unbounded pool's worker takes the next call without mutex_: only
+      // running out of work, or a bounded queue's bookkeeping, needs it.
+      if (options_.max_queue == 0) {
+        while ((op = pop_inject()) != nullptr) {
+          wake_another_if_needed();
+          execute(*self, op);
+        }
+      }
       lock.lock();
     }
     exit_locked(self);
@@ -676,8 +696,10 @@ class alignas(detail::cache_line) thread_pool {
   const std::size_t max_workers_;
   const std::chrono::nanoseconds spin_;
 
-  // Producers push here lock-free, workers take under mutex_; its flag says shut down.
+  // Producers push here lock-free, workers take under inject_consumer_; its flag says shut
+  // down.
   detail::op_queue inject_;
+  alignas(detail::cache_line) mutable detail::short_lock inject_consumer_;
   // Worker state, read by producers only to decide whether to wake or spawn a thread.
   alignas(detail::cache_line) std::atomic<int> spinning_{0};
   std::atomic<int> sleeping_{0};

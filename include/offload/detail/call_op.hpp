@@ -239,9 +239,15 @@ class call_op final : public op_base {
   /// Connects the node to the handler's cancellation slot (may allocate: done once the node
   /// exists, so a failure can be delivered through it).
   void connect_cancellation() {
-    if (slot_.is_connected()) slot_.template emplace<canceller>(this);
+    if (slot_.is_connected()) {
+      slot_.template emplace<canceller>(this);
+      cancellable = true;
+    }
   }
-  void disconnect_cancellation() noexcept { slot_.clear(); }
+  void disconnect_cancellation() noexcept {
+    slot_.clear();
+    cancellable = false;
+  }
 
   Extras& extras() noexcept { return extras_; }
   void set_context(std::unique_ptr<context_snapshot> context) noexcept {
@@ -422,8 +428,7 @@ class call_op final : public op_base {
   }
 
   void fail_call(std::exception_ptr error) noexcept {
-    op_state expected = op_state::pending;
-    if (!state.compare_exchange_strong(expected, op_state::done, std::memory_order_acq_rel)) {
+    if (!advance(op_state::pending, op_state::done)) {
       discard();  // already answered as cancelled
       return;
     }
@@ -438,8 +443,7 @@ class call_op final : public op_base {
   }
 
   void run_call() noexcept {
-    op_state expected = op_state::pending;
-    if (!state.compare_exchange_strong(expected, op_state::running, std::memory_order_acq_rel)) {
+    if (!advance(op_state::pending, op_state::running)) {
       discard();
       return;
     }
@@ -464,8 +468,7 @@ class call_op final : public op_base {
     }
     context_.reset();
     release_token();
-    expected = op_state::running;
-    if (!state.compare_exchange_strong(expected, op_state::done, std::memory_order_acq_rel)) {
+    if (!advance(op_state::running, op_state::done)) {
       (void)settled_state(state);
       finish_abandoned();
       return;
@@ -475,10 +478,7 @@ class call_op final : public op_base {
 
   void hand_back() noexcept {
     if (queue != nullptr) {
-      offload_service* h = home;
-      h->hand_back_started();
-      queue->push(this);  // counted until delivered or destroyed
-      h->hand_back_finished();
+      queue->push(this);  // counted in flight until delivered or destroyed
       return;
     }
     offload_service* h = home;  // `this` may be gone once dispatched
@@ -515,10 +515,7 @@ class call_op final : public op_base {
       value.emplace();
     }
     net::cancellation_slot slot = slot_;
-    const bool counted = queue != nullptr;
-    offload_service* h = home;
-    free_self();
-    if (counted) h->op_finished();
+    free_self();  // a queued call's count ends with its drain
     slot.clear();
     invoke_handler<value_type>(handler, std::move(error), std::move(value));
   }

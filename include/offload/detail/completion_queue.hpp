@@ -20,6 +20,9 @@
 
 namespace offload::detail {
 
+/// Ends the in-flight count of calls a drain delivered (defined with offload_service).
+void calls_delivered(offload_service* home, std::size_t count) noexcept;
+
 class completion_queue {
  public:
   completion_queue() = default;
@@ -27,15 +30,28 @@ class completion_queue {
   completion_queue& operator=(const completion_queue&) = delete;
   virtual ~completion_queue() = default;
 
-  /// Any thread.
+  /// Any thread. Once `op` is linked the owner may deliver it and, shutting down, destroy
+  /// this queue: a push that must still touch the queue afterwards is counted in `busy()`.
   void push(op_base* op) noexcept {
+    const op_queue::swung pushed = queue_.swing(op, op, op_queue::on_flag::clear);
     // The queue's flag says no drain is on its way: only the push that clears it schedules one.
-    if (queue_.push(op, op, op_queue::on_flag::clear) != op_queue::pushed::cleared_flag) return;
-    if (closed_.load(std::memory_order_seq_cst)) return;  // the owner collects it
-    // A loop spinning on this queue takes the drain duty over: no cross-thread post.
-    if (consumer_spinning_.exchange(false, std::memory_order_acq_rel)) return;
-    schedule_drain();
+    if (pushed.outcome != op_queue::pushed::cleared_flag) {
+      op_queue::link(pushed);
+      return;
+    }
+    scheduling_.fetch_add(1, std::memory_order_seq_cst);  // before the link, so before the take
+    op_queue::link(pushed);
+    // A closed queue's owner collects what arrives; a loop spinning on this queue takes the
+    // drain duty over (no cross-thread post).
+    if (!closed_.load(std::memory_order_seq_cst) &&
+        !consumer_spinning_.exchange(false, std::memory_order_acq_rel)) {
+      schedule_drain();
+    }
+    scheduling_.fetch_sub(1, std::memory_order_seq_cst);
   }
+
+  /// A push is still scheduling a drain: the queue must outlive it.
+  bool busy() const noexcept { return scheduling_.load(std::memory_order_seq_cst) != 0; }
 
   /// After close(), on the owner's thread: something was pushed and not yet taken.
   bool has_pending() const noexcept { return !queue_.empty(); }
@@ -65,6 +81,16 @@ class completion_queue {
   /// that finds the queue idle, or by the drain itself as it yields.
   void drain() {
     const unsigned limit = one_per_drain_.load(std::memory_order_relaxed) ? 1u : max_per_drain;
+    // Offloaded calls count in flight in the service that made their queue (other nodes,
+    // such as a loop's thread-safe callbacks, have no home): one update per drain, made even if
+    // a handler throws.
+    struct delivered_count {
+      offload_service* home = nullptr;
+      unsigned count = 0;
+      ~delivered_count() {
+        if (count != 0) calls_delivered(home, count);
+      }
+    } delivered;
     unsigned completed = 0;
     unsigned stalls = 0;
     for (;;) {
@@ -75,7 +101,7 @@ class completion_queue {
       op_base* op = queue_.pop();
       if (op == nullptr) {
         if (queue_.flag_if_empty()) return;  // idle again: the next push schedules a drain
-        // A push came in, or a worker is between its two steps (linking() its node).
+        // A push came in, or a worker is between its two steps (swing and link).
         if (++stalls > max_stalls) {
           schedule_drain();
           return;
@@ -84,6 +110,10 @@ class completion_queue {
         continue;
       }
       ++completed;
+      if (op->home != nullptr) {
+        delivered.home = op->home;
+        ++delivered.count;
+      }
       try {
         op->complete();
       } catch (...) {
@@ -100,6 +130,7 @@ class completion_queue {
 
   op_queue queue_{true};  // starts idle
   alignas(cache_line) std::atomic<bool> consumer_spinning_{false};
+  std::atomic<int> scheduling_{0};
   std::atomic<bool> one_per_drain_{false};
   std::atomic<bool> closed_{false};
 };

@@ -60,6 +60,18 @@ struct op_base {
   std::atomic<op_state> state{op_state::pending};
   std::atomic<bool> cancel_requested{false};  // the awaiter was cancelled while f ran
   bool immediate = false;  // failed inside its initiation: must not complete inline
+  // A canceller sits in the awaiter's slot: it may race the holder for `state`. Without one
+  // the holder moves the state alone, with plain stores.
+  bool cancellable = false;
+
+  /// The holder moves the state on; false when a canceller got there first.
+  bool advance(op_state from, op_state to) noexcept {
+    if (!cancellable) {
+      state.store(to, std::memory_order_relaxed);
+      return true;
+    }
+    return state.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+  }
 
   void run() { fn(this, action::run, nullptr); }
   void complete() { fn(this, action::complete, nullptr); }

@@ -34,19 +34,39 @@ class op_queue {
   op_queue(const op_queue&) = delete;
   op_queue& operator=(const op_queue&) = delete;
 
+  /// A push between its two steps: the tail is swung, the chain not yet linked.
+  struct swung {
+    op_base* previous;  // null when refused
+    op_base* first;
+    pushed outcome;
+  };
+
   /// Any thread. Appends the chain `first`..`last`, linked by `next`.
   pushed push(op_base* first, op_base* last, on_flag mode) noexcept {
-    link(last).store(nullptr, std::memory_order_relaxed);
+    const swung s = swing(first, last, mode);
+    link(s);
+    return s.outcome;
+  }
+
+  /// Any thread: the first step of a push. Until `link`, the consumer sees the queue end at
+  /// the node before this chain: nothing from it on can be taken yet.
+  swung swing(op_base* first, op_base* last, on_flag mode) noexcept {
+    next_of(last).store(nullptr, std::memory_order_relaxed);
     std::uintptr_t old = tail_.load(std::memory_order_relaxed);
     std::uintptr_t desired = 0;
     do {
-      if ((old & flag) != 0 && mode == on_flag::refuse) return pushed::refused;
+      if ((old & flag) != 0 && mode == on_flag::refuse) return {nullptr, first, pushed::refused};
       desired = word(last) | (mode == on_flag::keep ? old & flag : 0);
     } while (!tail_.compare_exchange_weak(old, desired, std::memory_order_seq_cst,
                                           std::memory_order_relaxed));
-    // Until this store the consumer sees the chain end at the old tail (linking() is true).
-    link(node(old)).store(first, std::memory_order_release);
-    return (old & flag) != 0 && mode == on_flag::clear ? pushed::cleared_flag : pushed::queued;
+    const bool cleared = (old & flag) != 0 && mode == on_flag::clear;
+    return {node(old), first, cleared ? pushed::cleared_flag : pushed::queued};
+  }
+
+  /// The second step: makes the chain visible to the consumer. The pusher's last touch of
+  /// the queue, which the consumer may tear down once it has taken the chain.
+  static void link(const swung& s) noexcept {
+    if (s.previous != nullptr) next_of(s.previous).store(s.first, std::memory_order_release);
   }
 
   /// Any thread.
@@ -57,25 +77,25 @@ class op_queue {
   bool empty() const noexcept {
     return node(tail_.load(std::memory_order_seq_cst)) == &stub_ &&
            head_.load(std::memory_order_relaxed) == &stub_ &&
-           link(&stub_).load(std::memory_order_acquire) == nullptr;
+           next_of(&stub_).load(std::memory_order_acquire) == nullptr;
   }
 
   /// Consumer only. The oldest node, or null: the queue is empty, or a producer has swung the
   /// tail but not yet linked its node (then `empty()` is false).
   op_base* pop() noexcept {
     op_base* head = head_.load(std::memory_order_relaxed);
-    op_base* next = link(head).load(std::memory_order_acquire);
+    op_base* next = next_of(head).load(std::memory_order_acquire);
     if (head == &stub_) {
       if (next == nullptr) return nullptr;
       head = next;
       head_.store(head, std::memory_order_relaxed);
-      next = link(head).load(std::memory_order_acquire);
+      next = next_of(head).load(std::memory_order_acquire);
     }
     if (next == nullptr) {
       if (head != node(tail_.load(std::memory_order_seq_cst))) return nullptr;
       // `head` is the last node: queue the stub behind it so it can leave.
       push(&stub_, &stub_, on_flag::keep);
-      next = link(head).load(std::memory_order_acquire);
+      next = next_of(head).load(std::memory_order_acquire);
       if (next == nullptr) return nullptr;
     }
     head_.store(next, std::memory_order_relaxed);
@@ -86,7 +106,7 @@ class op_queue {
   /// Consumer only: sets the flag if the queue is empty; false when a push came first.
   bool flag_if_empty() noexcept {
     if (head_.load(std::memory_order_relaxed) != &stub_ ||
-        link(&stub_).load(std::memory_order_acquire) != nullptr) {
+        next_of(&stub_).load(std::memory_order_acquire) != nullptr) {
       return false;
     }
     std::uintptr_t expected = word(&stub_);
@@ -116,14 +136,14 @@ class op_queue {
   std::size_t size() const noexcept {
     std::size_t n = 0;
     for (op_base* op = head_.load(std::memory_order_relaxed); op != nullptr;
-         op = link(op).load(std::memory_order_acquire)) {
+         op = next_of(op).load(std::memory_order_acquire)) {
       if (op != &stub_) ++n;
     }
     return n;
   }
 
  private:
-  static std::atomic_ref<op_base*> link(const op_base* op) noexcept {
+  static std::atomic_ref<op_base*> next_of(const op_base* op) noexcept {
     return std::atomic_ref<op_base*>(const_cast<op_base*>(op)->next);
   }
   static std::uintptr_t word(const op_base* op) noexcept {

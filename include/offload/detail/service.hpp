@@ -45,8 +45,8 @@ class offload_service final : public net::execution_context::service {
   void op_started() noexcept {
     if (in_flight_.fetch_add(1, std::memory_order_acq_rel) == 0) reconcile_work();
   }
-  void op_finished() noexcept {
-    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  void op_finished(std::size_t count = 1) noexcept {
+    if (in_flight_.fetch_sub(count, std::memory_order_acq_rel) != count) return;
     reconcile_work();
     if (closing_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -54,11 +54,10 @@ class offload_service final : public net::execution_context::service {
     }
   }
   std::size_t in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
+  // A call handed back by a post to its handler's executor (no completion queue) may still
+  // be inside that post when its handler has run.
   void hand_back_started() noexcept { handing_back_.fetch_add(1, std::memory_order_seq_cst); }
   void hand_back_finished() noexcept { handing_back_.fetch_sub(1, std::memory_order_seq_cst); }
-  bool settled() const noexcept {
-    return in_flight() == 0 && handing_back_.load(std::memory_order_seq_cst) == 0;
-  }
   bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
 
   /// The batched hand-back queue for a handler running on `ex`, if offload has one for it: the
@@ -183,6 +182,13 @@ class offload_service final : public net::execution_context::service {
     // Calls that never started need not run for a context that is going away; running ones
     // are waited for, so none hands back into freed memory.
     for (auto& pool : pools) pool->shutdown(tl_current_pool != pool.get(), true);
+    // Nothing may still be on its way into a queue or an executor once this returns.
+    const auto settled = [&] {
+      if (in_flight() != 0 || handing_back_.load(std::memory_order_seq_cst) != 0) return false;
+      for (completion_queue* q : queues)
+        if (q->busy()) return false;
+      return true;
+    };
     for (;;) {
       for (completion_queue* q : queues) destroy_chain(q->take_all());
       if (settled()) break;
@@ -239,6 +245,10 @@ class offload_service final : public net::execution_context::service {
   std::vector<std::unique_ptr<completion_queue>> adopted_;
   std::atomic<const void*> loop_{nullptr};
 };
+
+inline void calls_delivered(offload_service* home, std::size_t count) noexcept {
+  home->op_finished(count);
+}
 
 template <typename Executor>
 net::execution_context& context_of(const Executor& ex) noexcept {

@@ -50,6 +50,29 @@ inline bool single_usable_cpu() noexcept {
   return single;
 }
 
+/// A lock held for a few instructions at a time (one queue pop): an exchange takes it and a
+/// plain store gives it back, where a mutex costs two read-modify-writes. A waiter spins
+/// briefly, then yields: the holder may have been preempted.
+class short_lock {
+ public:
+  void lock() noexcept {
+    unsigned spins = 0;
+    while (held_.exchange(true, std::memory_order_acquire)) {
+      while (held_.load(std::memory_order_relaxed)) {
+        if (++spins < 64) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+  void unlock() noexcept { held_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> held_{false};
+};
+
 /// The spin budget used when the user did not set one.
 inline std::chrono::nanoseconds default_spin() noexcept { return std::chrono::microseconds(50); }
 
