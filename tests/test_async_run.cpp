@@ -207,6 +207,41 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "a loop step's burst of calls counts ahead and gives back what it did not use: once the calls "
+    "are delivered, their io_contexts (the loop's, and another) run out of work",
+    "[async_run]") {
+  offload::thread_pool pool(2);
+  offload::event_loop loop;
+  net::io_context other;
+  constexpr int calls = 100;  // per context: more than one block counted ahead
+  int on_loop = 0;
+  int on_other = 0;
+  auto loop_callback = [&](std::exception_ptr, int) {
+    if (++on_loop == calls) loop.stop();
+  };
+  auto other_callback = [&](std::exception_ptr, int) { ++on_other; };
+  loop.call_soon([&] {
+    for (int i = 0; i < calls; ++i) {  // alternating: each switch gives the other's back
+      offload::async_run(
+          pool, [] { return 1; }, net::bind_executor(loop.context().get_executor(), loop_callback));
+      offload::async_run(
+          pool, [] { return 2; }, net::bind_executor(other.get_executor(), other_callback));
+    }
+  });
+  loop.run_forever();
+  CHECK(on_loop == calls);
+  REQUIRE(offload_test::eventually([&] {
+    other.poll();
+    return on_other == calls;
+  }));
+  other.poll();
+  CHECK(other.stopped());
+  loop.context().restart();
+  loop.context().poll();
+  CHECK(loop.context().stopped());
+}
+
+TEST_CASE(
     "async_run with a callback bound to the loop calls it on the loop; a bound lvalue is copied, "
     "not moved from",
     "[async_run]") {

@@ -99,15 +99,34 @@ struct submit_batch {
 };
 inline thread_local submit_batch tl_submit_batch;
 
+/// In-flight counts a loop step took ahead, in one update, for the calls it goes on to make
+/// (see offload_service::op_started); what it did not use goes back when the step ends.
+struct started_credit {
+  void* home = nullptr;  // the offload_service they were taken from
+  std::size_t left = 0;
+  bool counted_one = false;  // this step counted a call already: the next takes a block
+  void (*give_back)(void* home, std::size_t count) noexcept = nullptr;
+};
+inline thread_local started_credit tl_started_credit;
+
+inline void give_back_started_credit() noexcept {
+  started_credit& credit = tl_started_credit;
+  credit.counted_one = false;
+  if (credit.left == 0) return;
+  const std::size_t left = std::exchange(credit.left, 0);
+  credit.give_back(std::exchange(credit.home, nullptr), left);
+}
+
 /// Publishes this thread's batch, if any.
 void flush_submit_batch() noexcept;
 
-/// Ends a loop step: what the step batched is published, and the next step's first call
-/// goes out at once again.
+/// Ends a loop step: what the step batched is published, the in-flight counts it took ahead
+/// and did not use go back, and the next step's first call goes out at once again.
 inline void end_loop_step() noexcept {
   submit_batch& batch = tl_submit_batch;
   batch.step_sent_one = false;
   while (batch.pool != nullptr) flush_submit_batch();  // publishing may batch more calls
+  give_back_started_credit();
 }
 }  // namespace detail
 

@@ -42,16 +42,48 @@ class offload_service final : public net::execution_context::service {
   // and while any is out the io_context counts one unit of work for all of them (a work guard
   // per call would copy the executor twice and bump the scheduler's counter twice per call).
   // Both transitions happen inside running handlers, which Asio counts as work themselves.
+  //
+  // A loop step making more than one call counts the rest ahead, a block at a time, and gives
+  // back what it did not use when it ends: a burst then costs no atomic update per call. (The
+  // count stays above zero for the step, which holds the context's work anyway.)
   void op_started() noexcept {
-    if (in_flight_.fetch_add(1, std::memory_order_acq_rel) == 0) reconcile_work();
+    started_credit& credit = tl_started_credit;
+    if (credit.home == this && credit.left != 0) {
+      --credit.left;
+      return;
+    }
+    std::size_t take = 1;
+    if (tl_submit_batch.enabled) {
+      if (credit.counted_one) {
+        give_back_started_credit();
+        credit.home = this;
+        credit.left = credit_block - 1;
+        credit.give_back = &give_back_credit;
+        take = credit_block;
+      }
+      credit.counted_one = true;
+    }
+    if (in_flight_.fetch_add(take, std::memory_order_acq_rel) == 0) reconcile_work();
   }
   void op_finished(std::size_t count = 1) noexcept {
-    if (in_flight_.fetch_sub(count, std::memory_order_acq_rel) != count) return;
-    reconcile_work();
-    if (closing_.load(std::memory_order_acquire)) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      cv_.notify_all();
+    std::size_t now = in_flight_.load(std::memory_order_relaxed);
+    while (now != count) {
+      if (in_flight_.compare_exchange_weak(now, now - count, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed)) {
+        return;
+      }
     }
+    // The last one: a shutdown that sees the count at zero may destroy this service at once,
+    // so it is told to wait (handing_back_) until we are done with it.
+    handing_back_.fetch_add(1, std::memory_order_seq_cst);
+    if (in_flight_.fetch_sub(count, std::memory_order_acq_rel) == count) {
+      reconcile_work();
+      if (closing_.load(std::memory_order_acquire)) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        cv_.notify_all();
+      }
+    }
+    handing_back_.fetch_sub(1, std::memory_order_seq_cst);
   }
   std::size_t in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
   // A call handed back by a post to its handler's executor (no completion queue) may still
@@ -167,6 +199,8 @@ class offload_service final : public net::execution_context::service {
   }
 
   void shutdown() override {
+    // Counts this thread's step took ahead for us would keep the wait below from ending.
+    if (tl_started_credit.home == this) give_back_started_credit();
     closing_.store(true, std::memory_order_release);
     std::vector<completion_queue*> queues;
     std::vector<std::shared_ptr<thread_pool>> pools;
@@ -222,6 +256,11 @@ class offload_service final : public net::execution_context::service {
     if (default_) retired_.push_back(std::move(default_));
     default_ = std::move(pool);
     default_raw_.store(default_.get(), std::memory_order_release);
+  }
+
+  static constexpr std::size_t credit_block = 64;
+  static void give_back_credit(void* home, std::size_t count) noexcept {
+    static_cast<offload_service*>(home)->op_finished(count);
   }
 
   // in_flight_ changes on the loop's thread, handing_back_ on workers: separate lines.
