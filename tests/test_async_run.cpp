@@ -242,6 +242,34 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "a loop step that waits for another io_context to deliver the calls it made sees that "
+    "context run out of work: only the loop's own calls are counted ahead",
+    "[async_run]") {
+  offload::event_loop loop;
+  net::thread_pool asio_pool(1);  // a foreign executor: its calls go out at once, unbatched
+  int delivered = 0;
+  bool ran_out = false;
+  auto callback = [&](std::exception_ptr, int v) { delivered += v; };
+  loop.call_soon([&] {
+    net::io_context other;
+    for (int i = 0; i < 3; ++i) {
+      offload::async_run(
+          asio_pool, [] { return 1; }, net::bind_executor(other.get_executor(), callback));
+    }
+    const bool all = offload_test::eventually([&] {
+      other.poll();
+      return delivered == 3;
+    });
+    other.poll();
+    ran_out = all && other.stopped();
+    loop.stop();
+  });
+  loop.run_forever();
+  CHECK(delivered == 3);
+  CHECK(ran_out);
+}
+
+TEST_CASE(
     "async_run with a callback bound to the loop calls it on the loop; a bound lvalue is copied, "
     "not moved from",
     "[async_run]") {

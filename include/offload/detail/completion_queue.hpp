@@ -15,6 +15,7 @@
 #include <offload/detail/spin.hpp>
 
 #include <atomic>
+#include <cassert>
 #include <thread>
 #include <utility>
 
@@ -111,6 +112,7 @@ class completion_queue {
       }
       ++completed;
       if (op->home != nullptr) {
+        assert(delivered.home == nullptr || delivered.home == op->home);  // the queue's owner
         delivered.home = op->home;
         ++delivered.count;
       }

@@ -24,6 +24,14 @@ namespace offload::detail {
 
 using loop_strand_type = net::strand<net::io_context::executor_type>;
 
+/// The loop running on this thread (set by event_loop's run functions), for completions whose
+/// handler has no executor of its own.
+struct running_loop_info {
+  const void* loop = nullptr;
+  offload_service* service = nullptr;
+};
+inline thread_local running_loop_info tl_running_loop;
+
 class offload_service final : public net::execution_context::service {
  public:
   static inline net::execution_context::id id;
@@ -43,9 +51,11 @@ class offload_service final : public net::execution_context::service {
   // per call would copy the executor twice and bump the scheduler's counter twice per call).
   // Both transitions happen inside running handlers, which Asio counts as work themselves.
   //
-  // A loop step making more than one call counts the rest ahead, a block at a time, and gives
-  // back what it did not use when it ends: a burst then costs no atomic update per call. (The
-  // count stays above zero for the step, which holds the context's work anyway.)
+  // A loop step making more than one call for its own loop counts the rest ahead, a block at
+  // a time, and gives back what it did not use when it ends: a burst then costs no atomic
+  // update per call. (The count stays above zero for the step, which holds its own context's
+  // work anyway; another context's count must reach zero when its calls end, whatever the
+  // step goes on to do, so its calls are counted one by one.)
   void op_started() noexcept {
     started_credit& credit = tl_started_credit;
     if (credit.home == this && credit.left != 0) {
@@ -53,7 +63,7 @@ class offload_service final : public net::execution_context::service {
       return;
     }
     std::size_t take = 1;
-    if (tl_submit_batch.enabled) {
+    if (tl_submit_batch.enabled && tl_running_loop.service == this) {
       if (credit.counted_one) {
         give_back_started_credit();
         credit.home = this;
@@ -325,14 +335,6 @@ inline offload_service& service_of(net::execution_context& ctx) {
   cache = entry{&ctx, &svc, now};
   return svc;
 }
-
-/// The loop running on this thread (set by event_loop's run functions), for completions whose
-/// handler has no executor of its own.
-struct running_loop_info {
-  const void* loop = nullptr;
-  offload_service* service = nullptr;
-};
-inline thread_local running_loop_info tl_running_loop;
 
 /// The loop whose call this worker thread is running now (for from_thread), or null.
 inline thread_local const void* tl_calling_loop = nullptr;
