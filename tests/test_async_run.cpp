@@ -36,6 +36,18 @@ namespace {
 
 namespace net = offload::net;
 using namespace std::chrono_literals;
+
+// Polls `ctx` until `delivered()`; then one more poll finds no work left (no call counts as in
+// flight) and stops the context. True when both happened.
+template <typename Delivered>
+bool delivers_then_runs_out(net::io_context& ctx, Delivered delivered) {
+  const bool all = offload_test::eventually([&] {
+    ctx.poll();
+    return delivered();
+  });
+  ctx.poll();
+  return all && ctx.stopped();
+}
 #if OFFLOAD_ASIO_VERSION >= 102400
 constexpr auto deferred = net::deferred;
 #else
@@ -197,13 +209,8 @@ TEST_CASE(
   CHECK_THROWS_AS(ctx.run(), std::runtime_error);
   CHECK(delivered == std::vector<int>{0});
   ctx.restart();
-  REQUIRE(offload_test::eventually([&] {
-    ctx.poll();
-    return delivered.size() == 3;
-  }));
+  CHECK(delivers_then_runs_out(ctx, [&] { return delivered.size() == 3; }));
   CHECK(delivered == std::vector<int>{0, 1, 2});
-  ctx.poll();  // no call counts as in flight: out of work, the context stops
-  CHECK(ctx.stopped());
 }
 
 TEST_CASE(
@@ -230,12 +237,7 @@ TEST_CASE(
   });
   loop.run_forever();
   CHECK(on_loop == calls);
-  REQUIRE(offload_test::eventually([&] {
-    other.poll();
-    return on_other == calls;
-  }));
-  other.poll();
-  CHECK(other.stopped());
+  CHECK(delivers_then_runs_out(other, [&] { return on_other == calls; }));
   loop.context().restart();
   loop.context().poll();
   CHECK(loop.context().stopped());
@@ -256,12 +258,7 @@ TEST_CASE(
       offload::async_run(
           asio_pool, [] { return 1; }, net::bind_executor(other.get_executor(), callback));
     }
-    const bool all = offload_test::eventually([&] {
-      other.poll();
-      return delivered == 3;
-    });
-    other.poll();
-    ran_out = all && other.stopped();
+    ran_out = delivers_then_runs_out(other, [&] { return delivered == 3; });
     loop.stop();
   });
   loop.run_forever();

@@ -102,10 +102,9 @@ inline thread_local submit_batch tl_submit_batch;
 /// In-flight counts a loop step took ahead, in one update, for the calls it goes on to make
 /// (see offload_service::op_started); what it did not use goes back when the step ends.
 struct started_credit {
-  void* home = nullptr;  // the offload_service they were taken from
+  offload_service* home = nullptr;  // the service they were taken from
   std::size_t left = 0;
   bool counted_one = false;  // this step counted a call already: the next takes a block
-  void (*give_back)(void* home, std::size_t count) noexcept = nullptr;
 };
 inline thread_local started_credit tl_started_credit;
 
@@ -114,7 +113,7 @@ inline void give_back_started_credit() noexcept {
   credit.counted_one = false;
   if (credit.left == 0) return;
   const std::size_t left = std::exchange(credit.left, 0);
-  credit.give_back(std::exchange(credit.home, nullptr), left);
+  calls_ended(std::exchange(credit.home, nullptr), left);
 }
 
 /// Publishes this thread's batch, if any.

@@ -21,9 +21,6 @@
 
 namespace offload::detail {
 
-/// Ends the in-flight count of calls a drain delivered (defined with offload_service).
-void calls_delivered(offload_service* home, std::size_t count) noexcept;
-
 class completion_queue {
  public:
   completion_queue() = default;
@@ -89,7 +86,7 @@ class completion_queue {
       offload_service* home = nullptr;
       unsigned count = 0;
       ~delivered_count() {
-        if (count != 0) calls_delivered(home, count);
+        if (count != 0) calls_ended(home, count);
       }
     } delivered;
     unsigned completed = 0;

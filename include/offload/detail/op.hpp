@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -16,6 +17,10 @@ namespace offload::detail {
 
 class completion_queue;
 class offload_service;
+
+/// Ends the in-flight count of `count` calls of `home` (defined with offload_service, for the
+/// queues and counters declared before it).
+void calls_ended(offload_service* home, std::size_t count) noexcept;
 
 enum class op_state : std::uint8_t {
   pending,     // submitted, not started

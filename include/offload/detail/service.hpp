@@ -68,7 +68,6 @@ class offload_service final : public net::execution_context::service {
         give_back_started_credit();
         credit.home = this;
         credit.left = credit_block - 1;
-        credit.give_back = &give_back_credit;
         take = credit_block;
       }
       credit.counted_one = true;
@@ -84,8 +83,8 @@ class offload_service final : public net::execution_context::service {
       }
     }
     // The last one: a shutdown that sees the count at zero may destroy this service at once,
-    // so it is told to wait (handing_back_) until we are done with it.
-    handing_back_.fetch_add(1, std::memory_order_seq_cst);
+    // so it is told to wait until we are done with it.
+    hand_back_started();
     if (in_flight_.fetch_sub(count, std::memory_order_acq_rel) == count) {
       reconcile_work();
       if (closing_.load(std::memory_order_acquire)) {
@@ -93,11 +92,11 @@ class offload_service final : public net::execution_context::service {
         cv_.notify_all();
       }
     }
-    handing_back_.fetch_sub(1, std::memory_order_seq_cst);
+    hand_back_finished();
   }
   std::size_t in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
-  // A call handed back by a post to its handler's executor (no completion queue) may still
-  // be inside that post when its handler has run.
+  // Something still using this service after the count of its calls may have reached zero:
+  // a hand-back by post (no completion queue), or the update that reached it.
   void hand_back_started() noexcept { handing_back_.fetch_add(1, std::memory_order_seq_cst); }
   void hand_back_finished() noexcept { handing_back_.fetch_sub(1, std::memory_order_seq_cst); }
   bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
@@ -269,9 +268,6 @@ class offload_service final : public net::execution_context::service {
   }
 
   static constexpr std::size_t credit_block = 64;
-  static void give_back_credit(void* home, std::size_t count) noexcept {
-    static_cast<offload_service*>(home)->op_finished(count);
-  }
 
   // in_flight_ changes on the loop's thread, handing_back_ on workers: separate lines.
   alignas(cache_line) std::atomic<std::size_t> in_flight_{0};
@@ -295,7 +291,7 @@ class offload_service final : public net::execution_context::service {
   std::atomic<const void*> loop_{nullptr};
 };
 
-inline void calls_delivered(offload_service* home, std::size_t count) noexcept {
+inline void calls_ended(offload_service* home, std::size_t count) noexcept {
   home->op_finished(count);
 }
 
