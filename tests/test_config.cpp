@@ -1,4 +1,24 @@
-// SPEC "Headers and namespace": the backend, its minimum version, and the names offload gives it.
+// The backend, its minimum version, its configuration, and the names offload gives it.
+
+// Asio's configuration as a translation unit sees it before any offload header, to compare with
+// what it is after them: offload's headers must not change it (a header that defined Asio's
+// macros would configure Asio differently where Asio is included first: an ODR violation).
+#if defined(OFFLOAD_USE_BOOST_ASIO)
+#include <boost/asio/detail/config.hpp>
+#else
+#include <asio/detail/config.hpp>
+#endif
+#if defined(ASIO_HAS_CO_AWAIT) || defined(BOOST_ASIO_HAS_CO_AWAIT)
+static constexpr bool co_await_before_offload = true;
+#else
+static constexpr bool co_await_before_offload = false;
+#endif
+#if defined(ASIO_HAS_STD_INVOKE_RESULT) || defined(BOOST_ASIO_HAS_STD_INVOKE_RESULT)
+static constexpr bool invoke_result_before_offload = true;
+#else
+static constexpr bool invoke_result_before_offload = false;
+#endif
+
 #include "catch.hpp"
 
 #include <offload/config.hpp>
@@ -19,7 +39,7 @@ TEST_CASE("offload::net names standalone ::asio by default", "[config]") {
   STATIC_REQUIRE(std::is_same_v<offload::net::steady_timer, ::asio::steady_timer>);
   STATIC_REQUIRE(std::is_same_v<offload::net_error_code, ::asio::error_code>);
   STATIC_REQUIRE(std::is_same_v<offload::net_system_error, ::asio::system_error>);
-  // Standalone Asio's error types are the standard ones, so offload's errors (SPEC §5) and
+  // Standalone Asio's error types are the standard ones, so offload's errors and
   // Asio's cancellation are both caught as std::system_error.
   STATIC_REQUIRE(std::is_same_v<::asio::error_code, std::error_code>);
   STATIC_REQUIRE(std::is_base_of_v<std::system_error, offload::net_system_error>);
@@ -62,6 +82,17 @@ TEST_CASE("offload is compiled as C++20 with coroutine support in the backend", 
   STATIC_REQUIRE(BOOST_ASIO_HAS_CO_AWAIT);
 #else
   STATIC_REQUIRE(ASIO_HAS_CO_AWAIT);
+#endif
+}
+
+TEST_CASE("Asio's configuration is the same before and after offload's headers", "[config]") {
+  // co_await was on before any offload header: what Asio needs comes from the build, for every
+  // translation unit (offload::offload's compile definitions), not from a header.
+  STATIC_REQUIRE(co_await_before_offload);
+#if defined(ASIO_HAS_STD_INVOKE_RESULT) || defined(BOOST_ASIO_HAS_STD_INVOKE_RESULT)
+  STATIC_REQUIRE(invoke_result_before_offload);
+#else
+  STATIC_REQUIRE_FALSE(invoke_result_before_offload);
 #endif
 }
 

@@ -1,4 +1,5 @@
-// Uses offload through its installed CMake package (see CMakeLists.txt beside this file).
+// Uses offload as a user's project would (see CMakeLists.txt beside this file; CI also builds
+// these two files with pkg-config's flags).
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include <offload/offload.hpp>
@@ -6,12 +7,15 @@
 #include <iostream>
 #include <thread>
 
+offload::awaitable<int> doubled_on_a_worker(int value);  // asio_first.cpp
+
 static int answer_on_a_worker(std::thread::id loop_thread) {
-  return std::this_thread::get_id() != loop_thread ? 42 : -1;
+  return std::this_thread::get_id() != loop_thread ? 21 : -1;
 }
 
 static offload::awaitable<int> consumer_main() {
-  co_return co_await offload::to_thread(answer_on_a_worker, std::this_thread::get_id());
+  const int half = co_await offload::to_thread(answer_on_a_worker, std::this_thread::get_id());
+  co_return co_await doubled_on_a_worker(half);
 }
 
 int main() {
