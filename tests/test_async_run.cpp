@@ -1,5 +1,5 @@
-// offload::async_run: the completion-token form of run_in_executor (SPEC §2): use_awaitable,
-// use_future, callbacks bound to an executor, deferred; and its errors (SPEC §5).
+// offload::async_run: the completion-token form of run_in_executor: use_awaitable,
+// use_future, callbacks bound to an executor, deferred; and its errors.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"

@@ -1,4 +1,4 @@
-// The default executor (SPEC §2): lazy, bounded at min(32, cores + 4), named threads that go
+// The default executor: lazy, bounded at min(32, cores + 4), named threads that go
 // after a keep-alive, replaceable, awaitable shutdown; and what happens to a call in flight when
 // its io_context is destroyed.
 //

@@ -1,4 +1,4 @@
-// SPEC §5: one error category, thrown as std::system_error; every message says what to do;
+// Errors: one error category, thrown as std::system_error; every message says what to do;
 // cancellation is Asio's operation_aborted.
 #include "catch.hpp"
 #include "loop_helpers.hpp"
@@ -93,7 +93,7 @@ TEST_CASE("every errc has its own non-empty message", "[errors]") {
 }
 
 TEST_CASE("the errc messages say what to do", "[errors]") {
-  // Each message names the cure after its diagnosis (SPEC §5 "Every message says what to do").
+  // Each message names the cure after its diagnosis, so a user can act on it.
   struct expectation {
     offload::errc code;
     const char* cure;

@@ -1,4 +1,4 @@
-// SPEC §1 (the loop) and §6: event_loop's construction, running, stopping and closing; the running
+// The loop: event_loop's construction, running, stopping and closing; the running
 // loop; callbacks and timers; the exception handler; the slow-callback report; the strand that
 // serializes loop-side code; and the default executor's replacement and shutdown.
 #include "catch.hpp"
@@ -735,7 +735,7 @@ TEST_CASE("get_running_loop() inside nested different loops names the innermost 
 }
 
 // A loop over an io_context that the application runs itself (ctx.run()) still runs its
-// coroutines "on the loop": SPEC §1 says get_running_loop() finds the loop there.
+// coroutines "on the loop", so get_running_loop() finds the loop there.
 TEST_CASE("get_running_loop() finds a wrapped loop whose io_context is run by ctx.run()",
           "[event_loop]") {
   offload::net::io_context ctx;

@@ -1,6 +1,6 @@
-// run_in_executor's pluggable targets (SPEC §2): each kind of executor runs f on its own
+// run_in_executor's pluggable targets: each kind of executor runs f on its own
 // thread and the coroutine resumes on its loop; foreign pools that drop or refuse a call make
-// the awaiter fail with a reason instead of hanging (SPEC §6).
+// the awaiter fail with a reason instead of hanging (nothing is dropped silently).
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"

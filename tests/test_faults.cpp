@@ -1,9 +1,9 @@
-// Fault injection (issue 5, item 3): f throws (std and non-std types); an argument's copy or
+// Fault injection: f throws (std and non-std types); an argument's copy or
 // move throws at submission; a third-party executor throws on submit; allocation fails (a
 // replaced global operator new, swept over every allocation of one call); a pool initializer
 // throws; a thread cannot be created. Each fault reaches the caller with its original type,
 // nothing is half-submitted (f never runs, nothing stays queued), and the worker, the pool and
-// the loop stay usable (SPEC §2, §6).
+// the loop stay usable.
 //
 // The faults of a co_await'ed call's own setup (its node, a cold first call) are swept in
 // tests/test_faults_setup.cpp.

@@ -268,7 +268,7 @@ TEST_CASE("bare io_context: each allocation of its first call fails: bad_alloc a
     INFO("allocation #" << n << " fails");
     attempt a;
     std::thread([&] {
-      // Keep the node out of it (see the first cases): seed this thread's node cache.
+      // Keep the node out of it (see the first cases): fill this thread's node cache first.
       auto& cache = offload::detail::block_cache::local();
       for (std::size_t size = cache.step; size <= cache.max_block; size += cache.step) {
         cache.deallocate(::operator new(size), size);

@@ -1,6 +1,6 @@
 // offload::concurrent_future (what run_coroutine_threadsafe returns) and offload::wrap_future:
 // result / result(timeout) / exception / done / cancelled / wait / wait_for / add_done_callback /
-// cancel, and awaiting a future from a coroutine on another loop (SPEC §3, §5, §6).
+// cancel, and awaiting a future from a coroutine on another loop.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"

@@ -1,4 +1,4 @@
-// offload::loop_thread: an event loop on a thread of its own (SPEC §3, §6): call() as a blocking
+// offload::loop_thread: an event loop on a thread of its own: call() as a blocking
 // portal, call_soon(), loop(), would_deadlock from its own thread, and a destructor that stops the
 // loop, fails what is pending with loop_closed, destroys the frames and joins, without hanging.
 //
@@ -448,8 +448,8 @@ TEST_CASE("the loop_thread destructor returns while a coroutine on its loop keep
 
 // loop() exposes stop(); once called, the loop thread returns from run_forever and ends, so the
 // loop never runs again: what is pending, and every later submission, must not wait forever
-// (SPEC §3: "if the loop stops or closes while the coroutine is pending, the future completes
-// with loop_closed"; §6: no hang for a stopped loop).
+// (if the loop stops or closes while the coroutine is pending, the future completes
+// with loop_closed: a stopped loop never leaves a waiter hanging).
 TEST_CASE(
     "after loop().stop(), a loop_thread neither leaves pending work waiting nor accepts "
     "work it will never run",

@@ -1,6 +1,6 @@
-// Misuse (issue 5, item 4): every error of SPEC §5 reached through the public API, from each
+// Misuse: every code of offload::errc reached through the public API, from each
 // place that reports it: the code, the category (offload::error_category(), or Asio's for
-// cancellation), where it happened, and the cure the message gives (SPEC §5 "Every message says
+// cancellation), where it happened, and the cure the message gives (every message says
 // what to do").
 //
 // Distributed under the Boost Software License, Version 1.0.
@@ -76,7 +76,7 @@ caught catch_error(F&& f) {
   return {};
 }
 
-/// The cure each code's message gives, as the category words it (SPEC §5).
+/// The cure each code's message gives, as the category words it.
 const char* cure_of(offload::errc e) {
   switch (e) {
     case offload::errc::loop_closed:

@@ -1,4 +1,4 @@
-// SPEC §1 create_task: starts now on the loop; awaited for result or exception; cancel()led at
+// create_task: scheduled on the loop; awaited for result or exception; cancel()led at
 // its current suspension; done(); an exception nobody awaits reaches the exception handler.
 #include "catch.hpp"
 #include "loop_helpers.hpp"

@@ -1,4 +1,4 @@
-// offload::thread_pool (SPEC §2 "the pluggable pool"): sizing, keep-alive, names, initializer,
+// offload::thread_pool (asyncio's ThreadPoolExecutor): sizing, keep-alive, names, initializer,
 // the bounded queue, shutdown in all its forms, the destructor, stats() and running_calls().
 //
 // Distributed under the Boost Software License, Version 1.0.

@@ -1,4 +1,4 @@
-// Entering a loop from other threads (SPEC §3, §5, §6): call_soon_threadsafe (FIFO per
+// Entering a loop from other threads: call_soon_threadsafe (FIFO per
 // producer, thread-safe cancel, closed loops, close() running what it accepted),
 // run_coroutine_threadsafe against stopped and closed loops, would_deadlock for blocking waits on
 // the loop's own thread, and from_thread::run / run_sync inside to_thread calls.

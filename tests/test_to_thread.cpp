@@ -1,5 +1,5 @@
 // offload::to_thread: results, threads, exceptions, argument passing, volume, and the default
-// executor it uses (SPEC §2, §5, §6).
+// executor it uses.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"

@@ -1,4 +1,4 @@
-// offload: loop_thread, an event loop on a thread of its own (the seed's "start a loop in
+// offload: loop_thread, an event loop on a thread of its own (asyncio's "start a loop in
 // another thread and submit coroutines to it", made safe).
 //
 // Distributed under the Boost Software License, Version 1.0.
