@@ -19,7 +19,7 @@ namespace {
 const std::vector<offload::errc> all_codes = {
     offload::errc::loop_closed,    offload::errc::no_running_loop, offload::errc::executor_shutdown,
     offload::errc::would_deadlock, offload::errc::timeout,         offload::errc::queue_full,
-    offload::errc::broken_promise,
+    offload::errc::broken_promise, offload::errc::invalid_state,
 };
 
 // Imperative verbs a message uses to tell the reader what to do.

@@ -11,7 +11,7 @@
 
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
-#include <offload/future.hpp>
+#include <offload/concurrent_future.hpp>
 #include <offload/loop_thread.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/threadsafe.hpp>

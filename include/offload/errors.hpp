@@ -21,6 +21,7 @@ enum class errc {
   timeout,
   queue_full,
   broken_promise,
+  invalid_state,
 };
 
 namespace detail {
@@ -49,6 +50,9 @@ class offload_category final : public std::error_category {
       case errc::broken_promise:
         return "the operation was destroyed before it produced a result: keep its executor or "
                "io_context alive until its operations finish";
+      case errc::invalid_state:
+        return "the future is not in a state that allows this: a result can be set once, and "
+               "read only once it is done (check done(), or co_await get())";
     }
     return "unknown offload error";
   }

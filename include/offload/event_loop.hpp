@@ -5,10 +5,12 @@
 
 #include <offload/config.hpp>
 #include <offload/detail/completion_queue.hpp>
+#include <offload/detail/loop_shared.hpp>
 #include <offload/detail/service.hpp>
 #include <offload/detail/spin.hpp>
 #include <offload/detail/unique_function.hpp>
 #include <offload/errors.hpp>
+#include <offload/future.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/to_thread.hpp>
 
@@ -37,18 +39,6 @@ class concurrent_future;
 template <typename T>
 concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loop);
 
-/// What reaches the exception handler: what happened, and the exception if there was one.
-struct exception_context {
-  std::string message;
-  std::exception_ptr exception;
-};
-
-/// What reaches the slow-callback handler.
-struct slow_callback_report {
-  std::chrono::nanoseconds took{};
-  std::chrono::nanoseconds threshold{};
-};
-
 /// What shutdown_default_executor returns: whether the pool finished in time, and if not,
 /// the calls still running.
 struct shutdown_report {
@@ -57,106 +47,6 @@ struct shutdown_report {
 };
 
 namespace detail {
-
-/// The part of a loop that outlives it where callbacks and tasks need it.
-struct loop_shared {
-  std::mutex mutex;
-  std::function<void(const exception_context&)> exception_handler;
-  std::function<void(const slow_callback_report&)> slow_handler;
-  // Cross-thread futures not yet done: close() fails each with loop_closed.
-  std::unordered_map<std::uint64_t, std::function<void()>> pending_futures;
-  std::uint64_t next_future_id = 0;
-
-  // Handles, tasks and futures may outlive the loop, but a strand must not outlive its
-  // io_context: they reach the loop through here, and close() clears it first.
-  std::mutex strand_mutex;
-  std::optional<loop_strand_type> strand;
-
-  template <typename F>
-  bool post_to_loop(F&& f) {
-    std::lock_guard<std::mutex> lock(strand_mutex);
-    if (!strand) return false;
-    net::post(*strand, std::forward<F>(f));
-    return true;
-  }
-  bool in_loop_strand() {
-    std::lock_guard<std::mutex> lock(strand_mutex);
-    return strand && strand->running_in_this_thread();
-  }
-  void forget_strand() {
-    std::lock_guard<std::mutex> lock(strand_mutex);
-    strand.reset();
-  }
-
-  std::uint64_t add_pending(std::function<void()> fail) {
-    std::lock_guard<std::mutex> lock(mutex);
-    pending_futures.emplace(++next_future_id, std::move(fail));
-    return next_future_id;
-  }
-  void remove_pending(std::uint64_t id) {
-    std::lock_guard<std::mutex> lock(mutex);
-    pending_futures.erase(id);
-  }
-  void fail_pending() {
-    std::unordered_map<std::uint64_t, std::function<void()>> pending;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      pending.swap(pending_futures);
-    }
-    for (auto& entry : pending) entry.second();
-  }
-
-  static void default_report(const exception_context& ctx) noexcept {
-    std::string what;
-    if (ctx.exception) {
-      try {
-        std::rethrow_exception(ctx.exception);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-        what = "a non-std exception";
-      }
-    }
-    std::fprintf(stderr, "offload: %s%s%s\n", ctx.message.c_str(), what.empty() ? "" : ": ",
-                 what.c_str());
-  }
-
-  void report(const exception_context& ctx) noexcept {
-    std::function<void(const exception_context&)> handler;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      handler = exception_handler;
-    }
-    if (!handler) return default_report(ctx);
-    try {
-      handler(ctx);
-    } catch (...) {
-      default_report({"the exception handler threw", std::current_exception()});
-      default_report(ctx);
-    }
-  }
-
-  void report_slow(const slow_callback_report& r) noexcept {
-    std::function<void(const slow_callback_report&)> handler;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      handler = slow_handler;
-    }
-    if (handler) {
-      try {
-        handler(r);
-        return;
-      } catch (...) {
-        default_report({"the slow-callback handler threw", std::current_exception()});
-      }
-    }
-    std::fprintf(stderr,
-                 "offload: a loop step took %.3f ms (threshold %.3f ms): something blocked the "
-                 "loop; move blocking calls to offload::to_thread\n",
-                 std::chrono::duration<double, std::milli>(r.took).count(),
-                 std::chrono::duration<double, std::milli>(r.threshold).count());
-  }
-};
 
 enum class callback_status : int { pending, started, cancelled };
 
@@ -255,6 +145,16 @@ struct task_state {
     loop->report({"an exception escaped a task nobody awaited", e});
   }
 };
+
+/// Starts `body` on `strand` from a later step, never inline: co_spawn onto a strand from
+/// inside it would run the body up to its first suspension before returning. Posts keep the
+/// strand's FIFO order, so coroutines scheduled one after another start in that order.
+template <typename Strand, typename Handler>
+void spawn_later(const Strand& strand, awaitable<void> body, Handler handler) {
+  net::post(strand, [strand, body = std::move(body), handler = std::move(handler)]() mutable {
+    net::co_spawn(strand, std::move(body), std::move(handler));
+  });
+}
 
 }  // namespace detail
 
@@ -535,15 +435,26 @@ class event_loop {
     return handle(std::move(state));
   }
 
-  /// Starts `coro` on the loop now.
+  /// Schedules `coro` on the loop (asyncio's create_task): its body starts on a later loop
+  /// step, once the caller is back in the loop, and tasks start in the order they were created.
+  /// From any thread.
   template <typename T>
   task<T> create_task(awaitable<T> coro) {
     check_open("event_loop::create_task");
     auto state = std::make_shared<detail::task_state<T>>(shared_);
     auto slot = state->signal.slot();
-    net::co_spawn(*strand_, task_body(std::move(coro), state),
-                  net::bind_cancellation_slot(slot, task_done<T>{state}));
+    detail::spawn_later(*strand_, task_body(std::move(coro), state),
+                        net::bind_cancellation_slot(slot, task_done<T>(state)));
     return task<T>(std::move(state));
+  }
+
+  /// asyncio's loop.create_future(): a pending future<T> bound to this loop, for a result that
+  /// something else (another thread, a C library's callback) will set. If the loop closes
+  /// first, its awaiters get loop_closed.
+  template <typename T = void>
+  future<T> create_future() {
+    check_open("event_loop::create_future");
+    return detail::make_loop_future<T>(shared_);
   }
 
   // -- errors and diagnostics ----------------------------------------------------------------
@@ -667,16 +578,34 @@ class event_loop {
     }
   }
 
+  // Finishes the task when its coroutine ends; if Asio destroys it unrun (the io_context went
+  // away before the task ended, or before it started), joiners get loop_closed, not a hang.
   template <typename T>
   struct task_done {
     std::shared_ptr<detail::task_state<T>> state;
-    void operator()(std::exception_ptr e) const {
-      std::unique_lock<std::mutex> lock(state->mutex);
-      state->done = true;
-      state->error = std::move(e);
-      auto waiters = std::move(state->waiters);
-      state->waiters.clear();
-      if (state->handles == 0) state->report_unretrieved_locked(lock);
+
+    explicit task_done(std::shared_ptr<detail::task_state<T>> s) : state(std::move(s)) {}
+    task_done(task_done&&) noexcept = default;
+    task_done& operator=(task_done&&) = delete;
+    ~task_done() {
+      if (state) {
+        finish(*state, std::make_exception_ptr(make_error(
+                           errc::loop_closed, "the loop went away before the task finished")));
+      }
+    }
+
+    void operator()(std::exception_ptr e) {
+      auto s = std::move(state);
+      finish(*s, std::move(e));
+    }
+
+    static void finish(detail::task_state<T>& st, std::exception_ptr e) {
+      std::unique_lock<std::mutex> lock(st.mutex);
+      st.done = true;
+      st.error = std::move(e);
+      auto waiters = std::move(st.waiters);
+      st.waiters.clear();
+      if (st.handles == 0) st.report_unretrieved_locked(lock);
       if (lock.owns_lock()) lock.unlock();
       for (auto& w : waiters) w();
     }

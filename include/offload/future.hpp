@@ -1,25 +1,20 @@
-// offload: concurrent_future, the thread-safe result of run_coroutine_threadsafe, and
-// wrap_future to await one from a coroutine without blocking.
+// offload: future<T>, asyncio's Future — a one-shot result bound to a loop, set from anywhere
+// (typically a C library's callback thread) and awaited by any number of coroutines.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
 #include <offload/config.hpp>
-#include <offload/detail/spin.hpp>
-#include <offload/detail/unique_function.hpp>
+#include <offload/detail/loop_shared.hpp>
 #include <offload/errors.hpp>
-#include <offload/thread_pool.hpp>
-#include <offload/to_thread.hpp>
 
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstdio>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -27,216 +22,334 @@
 namespace offload {
 
 template <typename T>
-class concurrent_future;
+class future;
 
 namespace detail {
 
-/// What a concurrent_future shares with the coroutine that fills it.
+struct loop_shared;
 template <typename T>
-class future_state : public std::enable_shared_from_this<future_state<T>> {
+future<T> make_loop_future(const std::shared_ptr<loop_shared>& loop);
+
+/// One suspended `co_await fut.get()`: resumed once, on its own executor.
+struct future_waiter {
+  explicit future_waiter(std::uint64_t i) : id(i) {}
+  virtual ~future_waiter() = default;
+  virtual void resume(std::exception_ptr error) = 0;
+  std::uint64_t id;
+};
+
+template <typename Handler>
+struct future_waiter_for final : future_waiter {
+  future_waiter_for(std::uint64_t i, Handler h) : future_waiter(i), handler(std::move(h)) {}
+  void resume(std::exception_ptr error) override {
+    auto ex = net::get_associated_executor(handler);
+    net::post(ex, [h = std::move(handler), error]() mutable { std::move(h)(error); });
+  }
+  Handler handler;
+};
+
+/// What the copies of a future share. Every member is guarded by `mutex`: the setters, the
+/// awaiters and the loop's close may be on different threads.
+template <typename T>
+struct loop_future_state {
+  using callback = std::function<void(future<T>)>;
+  using stored_value = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
+
+  explicit loop_future_state(std::shared_ptr<loop_shared> l) : loop(std::move(l)) {}
+
+  std::shared_ptr<loop_shared> loop;
+  std::uint64_t pending_id = 0;  // its entry in the loop's list of what close() must fail
+  std::mutex mutex;
+  bool done = false;
+  bool cancelled = false;
+  int handles = 0;  // copies of future<T>; none left while pending breaks the promise
+  std::exception_ptr error;
+  stored_value value{};
+  std::uint64_t next_waiter = 0;
+  std::vector<std::unique_ptr<future_waiter>> waiters;
+  std::vector<callback> callbacks;
+
+  enum class callbacks_run { on_loop, here };
+
+  /// The first completion wins; false if the future was already done.
+  template <typename Set>
+  bool finish(Set&& set, callbacks_run where = callbacks_run::on_loop) {
+    std::vector<std::unique_ptr<future_waiter>> to_resume;
+    std::vector<callback> to_call;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (done) return false;
+      set();
+      done = true;
+      to_resume.swap(waiters);
+      to_call.swap(callbacks);
+    }
+    loop->remove_pending(pending_id);
+    for (auto& w : to_resume) w->resume(nullptr);
+    for (auto& cb : to_call) schedule(std::move(cb), where);
+    return true;
+  }
+
+  bool fail(errc code, const char* why, callbacks_run where = callbacks_run::on_loop) {
+    return finish([&] { error = std::make_exception_ptr(make_error(code, why)); }, where);
+  }
+
+  /// asyncio runs done-callbacks with call_soon: on the loop, never inside the setter. A
+  /// closed loop runs nothing, so there (and when the loop is closing) they run here.
+  void schedule(callback cb, callbacks_run where) {
+    auto self_state = shared_from_state();
+    auto run = [cb = std::move(cb), self_state]() mutable {
+      try {
+        cb(future<T>(self_state));
+      } catch (...) {
+        self_state->loop->report({"an exception escaped a future's done-callback",
+                                  std::current_exception()});
+      }
+    };
+    if (where == callbacks_run::here || !loop->post_to_loop(std::move(run))) run();
+  }
+
+  /// The value for a reader: copied when T is copyable (every awaiter gets it), else moved out
+  /// once. Rethrows the future's exception.
+  T take() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!done) {
+      throw_error(errc::invalid_state, "offload::future::result: the future is not done yet");
+    }
+    if (error) std::rethrow_exception(error);
+    if constexpr (!std::is_void_v<T>) {
+      if (!value) throw std::logic_error("offload::future: the move-only result was already taken");
+      if constexpr (std::is_copy_constructible_v<T>) {
+        return *value;
+      } else {
+        T out(std::move(*value));
+        value.reset();
+        return out;
+      }
+    }
+  }
+
+  std::weak_ptr<loop_future_state> weak_self;
+  std::shared_ptr<loop_future_state> shared_from_state() { return weak_self.lock(); }
+};
+
+/// Detaches one awaiter when its coroutine is cancelled; the future itself stays pending
+/// (several coroutines may await it, and one giving up says nothing about the others).
+template <typename T>
+struct future_waiter_canceller {
+  std::weak_ptr<loop_future_state<T>> state;
+  std::uint64_t id;
+  void operator()(net::cancellation_type) const {
+    auto st = state.lock();
+    if (!st) return;
+    std::unique_ptr<future_waiter> detached;
+    {
+      std::lock_guard<std::mutex> lock(st->mutex);
+      for (auto it = st->waiters.begin(); it != st->waiters.end(); ++it) {
+        if ((*it)->id == id) {
+          detached = std::move(*it);
+          st->waiters.erase(it);
+          break;
+        }
+      }
+    }
+    if (detached) detached->resume(make_cancelled("offload::future::get: the awaiter was cancelled"));
+  }
+};
+
+template <typename T>
+struct future_get_initiation {
+  std::shared_ptr<loop_future_state<T>> state;
+  template <typename Handler>
+  void operator()(Handler&& handler) const {
+    using waiter_type = future_waiter_for<std::decay_t<Handler>>;
+    auto slot = net::get_associated_cancellation_slot(handler);
+    std::unique_lock<std::mutex> lock(state->mutex);
+    if (state->done) {
+      lock.unlock();
+      waiter_type(0, std::forward<Handler>(handler)).resume(nullptr);
+      return;
+    }
+    const std::uint64_t id = ++state->next_waiter;
+    state->waiters.push_back(std::make_unique<waiter_type>(id, std::forward<Handler>(handler)));
+    if (slot.is_connected()) {
+      slot.template emplace<future_waiter_canceller<T>>(
+          future_waiter_canceller<T>{std::weak_ptr<loop_future_state<T>>(state), id});
+    }
+  }
+};
+
+}  // namespace detail
+
+/// asyncio.Future: a result that something outside the loop will provide. Create it with
+/// `loop.create_future<T>()`, hand a copy to whatever completes it, `co_await fut.get()` it.
+/// Copies share the state; every member is safe to call from any thread. When the last copy
+/// goes away while the future is pending, its awaiters get broken_promise; when its loop
+/// closes first, loop_closed: an awaiter never hangs.
+template <typename T>
+class future {
  public:
-  using callback = std::function<void(concurrent_future<T>)>;
+  using value_type = T;
 
-  /// Set by the submitter: is the calling thread the one running the target loop?
-  std::function<bool()> on_loop_thread;
-  /// Set by the submitter: asks the coroutine to stop (runs the request on its loop).
-  std::function<void()> request_cancel;
+  future() = default;
+  future(const future& other) : state_(other.state_) { add_handle(); }
+  future(future&& other) noexcept : state_(std::move(other.state_)) {}
+  future& operator=(future other) noexcept {
+    std::swap(state_, other.state_);
+    return *this;
+  }
+  ~future() { release_handle(); }
 
-  bool done() const { return ready_.load(std::memory_order_acquire); }
+  bool valid() const noexcept { return state_ != nullptr; }
 
+  bool done() const {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    return state_->done;
+  }
   bool cancelled() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return cancelled_;
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    return state_->cancelled;
   }
 
-  /// First completion wins; later ones (a coroutine finishing after its loop closed) are
-  /// ignored. Returns whether this one won.
-  bool set_value(std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value) {
-    return finish([&] { value_ = std::move(value); });
+  /// Completes the future; a second completion throws invalid_state (asyncio's
+  /// InvalidStateError). From any thread.
+  template <typename U = T>
+  requires(!std::is_void_v<U>) void set_result(U&& value) {
+    if (!try_set_result(std::forward<U>(value))) already_done("offload::future::set_result");
   }
-  bool set_exception(std::exception_ptr e, bool cancelled = false) {
-    return finish([&] {
-      error_ = std::move(e);
-      cancelled_ = cancelled;
+  void set_result()
+  requires std::is_void_v<T>
+  {
+    if (!try_set_result()) already_done("offload::future::set_result");
+  }
+  void set_exception(std::exception_ptr error) {
+    if (!try_set_exception(std::move(error))) already_done("offload::future::set_exception");
+  }
+
+  /// As set_result / set_exception, but false instead of throwing when the future is already
+  /// done (cancelled, or failed because its loop closed): for a C callback that may fire late.
+  template <typename U = T>
+  requires(!std::is_void_v<U>) bool try_set_result(U&& value) {
+    return state_->finish([&] { state_->value.emplace(std::forward<U>(value)); });
+  }
+  bool try_set_result()
+  requires std::is_void_v<T>
+  {
+    return state_->finish([&] { state_->value = true; });
+  }
+  bool try_set_exception(std::exception_ptr error) {
+    if (!error) throw std::invalid_argument("offload::future::set_exception: null exception_ptr");
+    return state_->finish([&] { state_->error = std::move(error); });
+  }
+
+  /// Cancels the future: awaiters see operation_aborted. False if it was already done.
+  bool cancel() {
+    return state_->finish([&] {
+      state_->cancelled = true;
+      state_->error = make_cancelled("offload::future: cancelled");
     });
   }
 
-  void wait() {
-    if (done()) return;
-    check_deadlock("concurrent_future: a blocking wait on the thread that runs its loop");
-    // A loop thread blocking here must not hold back calls its step made for the awaited work.
-    detail::flush_submit_batch();
-    // A short bounded spin first: a quick coroutine is back sooner than a park and wake-up.
-    detail::adaptive_spin spinner(detail::default_spin());
-    if (spinner.spin([this] { return done(); })) return;
-    std::unique_lock<std::mutex> lock(mutex_);
-    cv_.wait(lock, [this] { return done_; });
-  }
+  /// The result, without waiting: invalid_state while pending; rethrows the exception the
+  /// future finished with (operation_aborted if cancelled).
+  T result() { return state_->take(); }
 
-  template <typename Rep, typename Period>
-  bool wait_for(std::chrono::duration<Rep, Period> d) {
-    if (done()) return true;
-    check_deadlock("concurrent_future: a blocking wait on the thread that runs its loop");
-    detail::flush_submit_batch();
-    std::unique_lock<std::mutex> lock(mutex_);
-    return cv_.wait_for(lock, d, [this] { return done_; });
-  }
-
-  std::exception_ptr exception() {
-    wait();
-    std::lock_guard<std::mutex> lock(mutex_);
-    return error_;
-  }
-
-  /// The value (copied when T is copyable, so result() can be asked again; moved once when not).
-  T take() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (error_) std::rethrow_exception(error_);
-    if constexpr (!std::is_void_v<T>) {
-      if (!value_) throw std::logic_error("concurrent_future: the move-only result was taken");
-      if constexpr (std::is_copy_constructible_v<T>) {
-        return *value_;
-      } else {
-        T v(std::move(*value_));
-        value_.reset();
-        return v;
-      }
+  /// The exception the future finished with (operation_aborted if cancelled), or null;
+  /// invalid_state while pending.
+  std::exception_ptr exception() const {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (!state_->done) {
+      throw_error(errc::invalid_state, "offload::future::exception: the future is not done yet");
     }
+    return state_->error;
   }
 
-  void add_callback(callback cb, concurrent_future<T> self) {
+  /// `cb(future)` runs once the future is done, scheduled on its loop (never inside the call
+  /// that completes it). An exception from `cb` goes to the loop's exception handler.
+  void add_done_callback(std::function<void(future<T>)> cb) {
     {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!done_) {
-        callbacks_.push_back(std::move(cb));
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      if (!state_->done) {
+        state_->callbacks.push_back(std::move(cb));
         return;
       }
     }
-    run_callback(cb, std::move(self));
+    state_->schedule(std::move(cb), detail::loop_future_state<T>::callbacks_run::on_loop);
   }
 
-  void check_deadlock(const char* where) const {
-    if (on_loop_thread && on_loop_thread()) throw_error(errc::would_deadlock, where);
-  }
+  /// `T value = co_await fut.get();` resumes on the awaiting coroutine's executor once the
+  /// future is done. Any number of coroutines may await it; a copyable result is copied to
+  /// each, a move-only one can be taken once. Cancelling the awaiting coroutine detaches it
+  /// (operation_aborted) and leaves the future pending.
+  awaitable<T> get() const { return get_from(state_); }
 
  private:
-  template <typename Set>
-  bool finish(Set&& set) {
-    std::vector<callback> callbacks;
+  template <typename>
+  friend struct detail::loop_future_state;
+  template <typename U>
+  friend future<U> detail::make_loop_future(const std::shared_ptr<detail::loop_shared>& loop);
+
+  explicit future(std::shared_ptr<detail::loop_future_state<T>> s) : state_(std::move(s)) {
+    add_handle();
+  }
+
+  static awaitable<T> get_from(std::shared_ptr<detail::loop_future_state<T>> state) {
+    // Named, not a temporary in the co_await: GCC 12 destroys such temporaries twice.
+    detail::future_get_initiation<T> initiation{state};
+    co_await net::async_initiate<const net::use_awaitable_t<>&, void(std::exception_ptr)>(
+        std::move(initiation), net::use_awaitable);
+    if constexpr (std::is_void_v<T>) {
+      state->take();
+    } else {
+      co_return state->take();
+    }
+  }
+
+  [[noreturn]] static void already_done(const char* where) {
+    throw_error(errc::invalid_state, where);
+  }
+
+  void add_handle() {
+    if (!state_) return;
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    ++state_->handles;
+  }
+  void release_handle() noexcept {
+    if (!state_) return;
+    bool last = false;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (done_) return false;
-      set();
-      done_ = true;
-      ready_.store(true, std::memory_order_release);
-      callbacks.swap(callbacks_);
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      last = --state_->handles == 0 && !state_->done;
     }
-    cv_.notify_all();
-    if (!callbacks.empty()) {
-      concurrent_future<T> self(this->shared_from_this());
-      for (auto& cb : callbacks) run_callback(cb, self);
-    }
-    return true;
-  }
-
-  static void run_callback(callback& cb, concurrent_future<T> self) noexcept {
-    try {
-      cb(std::move(self));
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "offload: a concurrent_future done-callback threw: %s\n", e.what());
-    } catch (...) {
-      std::fprintf(stderr, "offload: a concurrent_future done-callback threw\n");
+    if (last) {
+      // Nobody can complete it any more: answer its awaiters now. Callbacks run here, since
+      // this may be the loop's close destroying the last copy.
+      state_->fail(errc::broken_promise,
+                   "offload::future: every copy was destroyed before a result was set",
+                   detail::loop_future_state<T>::callbacks_run::here);
     }
   }
 
-  mutable std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::atomic<bool> ready_{false};  // done_, readable without the lock
-  bool cancelled_ = false;
-  std::exception_ptr error_;
-  std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value_{};
-  std::vector<callback> callbacks_;
-};
-
-}  // namespace detail
-
-/// The result of a coroutine running on a loop, for threads that are not on that loop
-/// (asyncio's concurrent.futures.Future from run_coroutine_threadsafe). Copies share the state.
-template <typename T>
-class concurrent_future {
- public:
-  concurrent_future() = default;
-  explicit concurrent_future(std::shared_ptr<detail::future_state<T>> state)
-      : state_(std::move(state)) {}
-
-  bool valid() const noexcept { return state_ != nullptr; }
-  bool done() const { return state_->done(); }
-  bool cancelled() const { return state_->cancelled(); }
-
-  /// Blocks until done; returns the value or rethrows. On the thread running the target loop
-  /// this would never return: it throws would_deadlock instead.
-  T result() {
-    state_->wait();
-    return state_->take();
-  }
-
-  /// As result(), but throws timeout after `d`; the future stays pending.
-  template <typename Rep, typename Period>
-  T result(std::chrono::duration<Rep, Period> d) {
-    if (!state_->wait_for(d)) {
-      throw_error(errc::timeout, "concurrent_future::result(timeout)");
-    }
-    return state_->take();
-  }
-
-  /// Blocks until done; the exception it finished with, or null.
-  std::exception_ptr exception() { return state_->exception(); }
-
-  void wait() { state_->wait(); }
-  template <typename Rep, typename Period>
-  bool wait_for(std::chrono::duration<Rep, Period> d) {
-    return state_->wait_for(d);
-  }
-
-  /// Cancels the coroutine on its loop (thread-safe). done() and the callbacks follow only
-  /// once it has unwound. False if it had already finished.
-  bool cancel() {
-    if (state_->done()) return false;
-    if (state_->request_cancel) state_->request_cancel();
-    return true;
-  }
-
-  /// `cb(future)` runs exactly once when the future is done: at once on this thread if it
-  /// already is, else on the thread that completes it. A throwing callback is reported and
-  /// does not stop the others.
-  void add_done_callback(std::function<void(concurrent_future<T>)> cb) {
-    state_->add_callback(std::move(cb), *this);
-  }
-
- private:
-  std::shared_ptr<detail::future_state<T>> state_;
+  std::shared_ptr<detail::loop_future_state<T>> state_;
 };
 
 namespace detail {
-// Runs offload's work item when the future completes: the future is the "pool" the result is
-// read on, so the hand-back to the awaiting loop is counted and safe like any offloaded call.
-template <typename T>
-struct when_done {
-  concurrent_future<T> future;
-  void submit(work_item item) {
-    future.add_done_callback([item](const concurrent_future<T>&) { item(); });
-  }
-};
-}  // namespace detail
 
-/// Awaits a concurrent_future from a coroutine (on any loop) without blocking its thread
-/// (asyncio's wrap_future).
+/// What event_loop::create_future does, given the loop's shared part.
 template <typename T>
-awaitable<T> wrap_future(concurrent_future<T> future) {
-  detail::when_done<T> on_done{future};
-  auto read = [future]() mutable -> T { return future.result(); };  // done: never blocks
-  co_return co_await run_in_executor(on_done, std::move(read));
+future<T> make_loop_future(const std::shared_ptr<loop_shared>& loop) {
+  auto state = std::make_shared<loop_future_state<T>>(loop);
+  state->weak_self = state;
+  std::weak_ptr<loop_future_state<T>> weak = state;
+  state->pending_id = loop->add_pending([weak] {
+    if (auto s = weak.lock()) {
+      s->fail(errc::loop_closed, "offload::future: the loop closed before a result was set",
+              loop_future_state<T>::callbacks_run::here);
+    }
+  });
+  return future<T>(std::move(state));
 }
+
+}  // namespace detail
 
 }  // namespace offload

@@ -7,6 +7,7 @@
 #include <offload/config.hpp>
 #include <offload/context.hpp>
 #include <offload/errors.hpp>
+#include <offload/concurrent_future.hpp>
 #include <offload/event_loop.hpp>
 #include <offload/future.hpp>
 #include <offload/gather.hpp>
@@ -14,6 +15,7 @@
 #include <offload/loop_thread.hpp>
 #include <offload/node_cache.hpp>
 #include <offload/outcome.hpp>
+#include <offload/sleep.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/threadsafe.hpp>
 #include <offload/timeout.hpp>

@@ -7,7 +7,7 @@
 #include <offload/config.hpp>
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
-#include <offload/future.hpp>
+#include <offload/concurrent_future.hpp>
 
 #include <exception>
 #include <memory>
@@ -78,8 +78,9 @@ inline event_loop* calling_loop() noexcept {
 
 }  // namespace detail
 
-/// Starts `coro` on `loop` from any thread; the returned future gives its result. Throws
-/// loop_closed (and destroys the coroutine) if the loop is closed.
+/// Schedules `coro` on `loop` from any thread (on the loop's own thread too, it starts on a
+/// later step, as create_task does); the returned future gives its result. Throws loop_closed
+/// (and destroys the coroutine) if the loop is closed.
 template <typename T>
 concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loop) {
   auto state = std::make_shared<detail::coroutine_future_state<T>>();
@@ -104,8 +105,9 @@ concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loo
       }
     });
     auto slot = state->signal.slot();
-    net::co_spawn(strand, detail::run_into(std::move(coro), state),
-                  net::bind_cancellation_slot(slot, detail::coroutine_done<T>(state, shared, id)));
+    detail::spawn_later(strand, detail::run_into(std::move(coro), state),
+                        net::bind_cancellation_slot(slot,
+                                                    detail::coroutine_done<T>(state, shared, id)));
   });
   return concurrent_future<T>(std::move(state));
 }

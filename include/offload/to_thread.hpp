@@ -14,6 +14,7 @@
 #include <offload/thread_pool.hpp>
 
 #include <atomic>
+#include <cstddef>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -453,6 +454,24 @@ auto run_in_executor(Target&& target, call_options options, F&& f, Args&&... arg
     -> awaitable<detail::call_value_t<F, Args...>> {
   return detail::offload_call(std::forward<Target>(target), detail::call_extras(options),
                               std::forward<F>(f), std::forward<Args>(args)...);
+}
+
+/// Python's `loop.run_in_executor(None, f)`: offload spells "the default executor" as a name,
+/// so a null target is one readable error instead of a page of failed overloads.
+template <typename F, typename... Args>
+auto run_in_executor(std::nullptr_t, F&&, Args&&...) -> awaitable<detail::call_value_t<F, Args...>> {
+  static_assert(detail::dependent_false<F>, "offload: run_in_executor(nullptr, f): Python's None is "
+                                            "spelled offload::default_executor here (or use "
+                                            "offload::to_thread(f, args...))");
+  return {};
+}
+template <typename F, typename... Args>
+auto run_in_executor(std::nullptr_t, call_options, F&&, Args&&...)
+    -> awaitable<detail::call_value_t<F, Args...>> {
+  static_assert(detail::dependent_false<F>, "offload: run_in_executor(nullptr, f): Python's None is "
+                                            "spelled offload::default_executor here (or use "
+                                            "offload::to_thread(f, args...))");
+  return {};
 }
 
 /// `co_await to_thread(f, args...)`: run_in_executor on the loop's default executor.

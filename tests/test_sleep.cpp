@@ -1,0 +1,95 @@
+// offload::sleep / sleep_until (asyncio.sleep): suspend the coroutine, not the loop; sleep(0)
+// yields once; cancellable.
+#include "catch.hpp"
+#include "loop_helpers.hpp"
+
+#include <offload/event_loop.hpp>
+#include <offload/sleep.hpp>
+#include <offload/timeout.hpp>
+
+#include <chrono>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using offload_test::code_thrown_by;
+
+offload::awaitable<void> sleep_then_log(std::chrono::milliseconds d, std::vector<std::string>& log,
+                                        std::string name) {
+  co_await offload::sleep(d);
+  log.push_back(std::move(name));
+}
+
+offload::awaitable<void> two_steps(std::vector<std::string>& log, std::string name) {
+  log.push_back(name + "1");
+  co_await offload::sleep(0s);
+  log.push_back(name + "2");
+}
+
+offload::awaitable<void> sleep_an_hour() { co_await offload::sleep(1h); }
+
+}  // namespace
+
+TEST_CASE("sleep suspends the coroutine for at least its duration", "[sleep]") {
+  offload::event_loop loop;
+  const auto start = std::chrono::steady_clock::now();
+  loop.run_until_complete(offload::sleep(20ms));
+  REQUIRE(std::chrono::steady_clock::now() - start >= 20ms);
+  const auto until = std::chrono::steady_clock::now() + 10ms;
+  loop.run_until_complete(offload::sleep_until(until));
+  REQUIRE(std::chrono::steady_clock::now() >= until);
+}
+
+TEST_CASE("a sleeping coroutine leaves the loop to the others", "[sleep]") {
+  offload::event_loop loop;
+  std::vector<std::string> log;
+  auto sleeper = loop.create_task(sleep_then_log(50ms, log, "sleeper"));
+  auto other = loop.create_task(sleep_then_log(0ms, log, "other"));
+  loop.run_until_complete(sleeper.join());
+  REQUIRE(log == std::vector<std::string>{"other", "sleeper"});
+}
+
+TEST_CASE("sleep(0) and a past sleep_until yield once to the other ready coroutines", "[sleep]") {
+  offload::event_loop loop;
+  std::vector<std::string> log;
+  auto a = loop.create_task(two_steps(log, "a"));
+  auto b = loop.create_task(two_steps(log, "b"));
+  loop.run_until_complete(b.join());
+  REQUIRE(log == std::vector<std::string>{"a1", "b1", "a2", "b2"});
+
+  log.clear();
+  bool resumed = false;
+  auto past = loop.create_task([](bool& resumed) -> offload::awaitable<void> {
+    co_await offload::sleep_until(std::chrono::steady_clock::now() - 1h);
+    resumed = true;
+  }(resumed));
+  loop.call_soon([&] { log.push_back(resumed ? "after" : "before"); });
+  loop.run_until_complete(past.join());
+  REQUIRE(log == std::vector<std::string>{"before"});
+}
+
+TEST_CASE("cancelling a sleeping task ends the sleep with operation_aborted", "[sleep][cancel]") {
+  offload::event_loop loop;
+  auto t = loop.create_task(sleep_an_hour());
+  loop.run_until_complete(offload::sleep(0s));  // the task is asleep now
+  REQUIRE(t.cancel());
+  REQUIRE(code_thrown_by([&] { loop.run_until_complete(t.join()); }) ==
+          offload::net::error::operation_aborted);
+}
+
+TEST_CASE("wait_for around sleep times out", "[sleep][cancel]") {
+  offload::event_loop loop;
+  REQUIRE(code_thrown_by([&] { loop.run_until_complete(offload::wait_for(sleep_an_hour(), 10ms)); }) ==
+          offload::errc::timeout);
+}
+
+TEST_CASE("sleep works in any Asio coroutine, without an event_loop", "[sleep]") {
+  offload::net::io_context ctx;
+  bool done = false;
+  offload::net::co_spawn(ctx, offload::sleep(1ms), [&](std::exception_ptr e) { done = !e; });
+  ctx.run();
+  REQUIRE(done);
+}
