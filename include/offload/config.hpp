@@ -25,7 +25,8 @@
 #include <boost/asio/detail/config.hpp>
 #if defined(__cpp_impl_coroutine) && __has_include(<coroutine>) && \
     !defined(BOOST_ASIO_HAS_CO_AWAIT) && !defined(BOOST_ASIO_DISABLE_CO_AWAIT)
-#error "offload: this Boost.Asio does not detect the compiler's coroutines: define BOOST_ASIO_HAS_CO_AWAIT=1 and BOOST_ASIO_HAS_STD_INVOKE_RESULT=1 for every translation unit, e.g. link offload::offload / use pkg-config"
+#error \
+    "offload: this Boost.Asio does not detect the compiler's coroutines: define BOOST_ASIO_HAS_CO_AWAIT=1 and BOOST_ASIO_HAS_STD_INVOKE_RESULT=1 for every translation unit, e.g. link offload::offload / use pkg-config"
 #endif
 #include <boost/asio.hpp>
 #define OFFLOAD_ASIO_VERSION BOOST_ASIO_VERSION
@@ -47,7 +48,8 @@ using net_system_error = ::boost::system::system_error;
 #include <asio/detail/config.hpp>
 #if defined(__cpp_impl_coroutine) && __has_include(<coroutine>) && !defined(ASIO_HAS_CO_AWAIT) && \
     !defined(ASIO_DISABLE_CO_AWAIT)
-#error "offload: this Asio does not detect the compiler's coroutines: define ASIO_HAS_CO_AWAIT=1 and ASIO_HAS_STD_INVOKE_RESULT=1 for every translation unit, e.g. link offload::offload / use pkg-config"
+#error \
+    "offload: this Asio does not detect the compiler's coroutines: define ASIO_HAS_CO_AWAIT=1 and ASIO_HAS_STD_INVOKE_RESULT=1 for every translation unit, e.g. link offload::offload / use pkg-config"
 #endif
 #include <asio.hpp>
 #define OFFLOAD_ASIO_VERSION ASIO_VERSION

@@ -1,4 +1,5 @@
-// Catch2 v2/v3 compatibility for offload's tests: `#include "catch.hpp"` and nothing else.
+// Catch2 v2/v3 (installed or amalgamated) compatibility for offload's tests: `#include "catch.hpp"`
+// and nothing else.
 //
 // Distributed under the Boost Software License, Version 1.0.
 //
@@ -6,15 +7,22 @@
 //   REQUIRE_THAT(text, offload_test::contains("done"));
 #pragma once
 
+// OFFLOAD_CATCH2_AMALGAMATED (v3's single catch_amalgamated.hpp) and OFFLOAD_CATCH2_V3 come
+// from tests/CMakeLists.txt; without them, the installed Catch2's layout tells.
+#if !defined(OFFLOAD_CATCH2_AMALGAMATED)
+#define OFFLOAD_CATCH2_AMALGAMATED 0
+#endif
 #if !defined(OFFLOAD_CATCH2_V3)
-#if __has_include(<catch2/catch_test_macros.hpp>)
+#if OFFLOAD_CATCH2_AMALGAMATED || __has_include(<catch2/catch_test_macros.hpp>)
 #define OFFLOAD_CATCH2_V3 1
 #else
 #define OFFLOAD_CATCH2_V3 0
 #endif
 #endif
 
-#if OFFLOAD_CATCH2_V3
+#if OFFLOAD_CATCH2_AMALGAMATED
+#include <catch_amalgamated.hpp>
+#elif OFFLOAD_CATCH2_V3
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 #if __has_include(<catch2/matchers/catch_matchers_exception.hpp>)
