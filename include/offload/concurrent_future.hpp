@@ -119,7 +119,10 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
     run_callback(cb, std::move(self));
   }
 
+  // Inside this future's own done-callback it is done for certain, so reading it never
+  // waits, on any thread: only there may the loop thread call the blocking readers.
   void check_deadlock(const char* where) const {
+    if (running_callbacks_of == this) return;
     if (on_loop_thread && on_loop_thread()) throw_error(errc::would_deadlock, where);
   }
 
@@ -143,7 +146,12 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
     return true;
   }
 
-  static void run_callback(callback& cb, concurrent_future<T> self) noexcept {
+  void run_callback(callback& cb, concurrent_future<T> self) noexcept {
+    const future_state* const outer = std::exchange(running_callbacks_of, this);
+    struct restore {
+      const future_state* outer;
+      ~restore() { running_callbacks_of = outer; }
+    } restore_on_exit{outer};
     try {
       cb(std::move(self));
     } catch (const std::exception& e) {
@@ -152,6 +160,8 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
       std::fprintf(stderr, "offload: a concurrent_future done-callback threw\n");
     }
   }
+
+  static inline thread_local const future_state* running_callbacks_of = nullptr;
 
   mutable std::mutex mutex_;
   std::condition_variable cv_;
@@ -180,7 +190,8 @@ class concurrent_future {
 
   /// Blocks until done; returns the value or rethrows. On the thread running the target loop
   /// a wait could never end: every blocking call here (result, exception, wait, wait_for)
-  /// throws would_deadlock there, even when the future is already done.
+  /// throws would_deadlock there, even when the future is already done, except inside one of
+  /// its own done-callbacks (where it is done by definition).
   T result() {
     state_->wait();
     return state_->take();
