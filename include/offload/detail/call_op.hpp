@@ -150,11 +150,19 @@ void invoke_handler(Handler& handler, std::exception_ptr error,
   }
 }
 
+/// A handler's executor, or Asio's system executor ("any thread") for a handler with none of its
+/// own: what Asio 1.22 reports for it, where Asio 1.38 reports an inline executor, which cannot
+/// post.
+template <typename Handler>
+auto completion_executor(const Handler& handler) noexcept {
+  return net::get_associated_executor(handler, net::system_executor());
+}
+
 /// The call could not be set up (its node or its context could not be made): the handler,
 /// still untouched, gets the error through its executor, never inside its own initiation.
 template <typename V, typename Handler>
 void fail_unstarted(Handler handler, std::exception_ptr error) {
-  auto ex = net::get_associated_executor(handler);
+  auto ex = completion_executor(handler);
   net::post(ex, [h = std::move(handler), error = std::move(error)]() mutable {
     invoke_handler<V>(h, std::move(error), std::nullopt);
   });
@@ -205,7 +213,8 @@ class call_op final : public op_base {
  public:
   using value_type = typename Call::value_type;
   using handler_executor =
-      std::conditional_t<unwrapped, QueueExecutor, net::associated_executor_t<Handler>>;
+      std::conditional_t<unwrapped, QueueExecutor,
+                         net::associated_executor_t<Handler, net::system_executor>>;
   using work_type = std::decay_t<decltype(net::prefer(std::declval<const handler_executor&>(),
                                                       net::execution::outstanding_work.tracked))>;
   using handler_allocator = net::associated_allocator_t<Handler>;
@@ -221,8 +230,8 @@ class call_op final : public op_base {
     std::optional<work_type> work;
     if constexpr (!unwrapped) {
       if (queue == nullptr) {
-        work.emplace(net::prefer(net::get_associated_executor(handler),
-                                 net::execution::outstanding_work.tracked));
+        work.emplace(
+            net::prefer(completion_executor(handler), net::execution::outstanding_work.tracked));
       }
     }
     call_op* p = std::allocator_traits<allocator_type>::allocate(alloc, 1);
@@ -384,7 +393,7 @@ class call_op final : public op_base {
     if constexpr (unwrapped) {
       return static_cast<const basic_completion_queue<QueueExecutor>*>(queue)->executor();
     } else {
-      return net::get_associated_executor(handler_);
+      return completion_executor(handler_);
     }
   }
 
