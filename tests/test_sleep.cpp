@@ -8,6 +8,7 @@
 #include <offload/timeout.hpp>
 
 #include <chrono>
+#include <exception>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -76,8 +77,14 @@ TEST_CASE("cancelling a sleeping task ends the sleep with operation_aborted", "[
   auto t = loop.create_task(sleep_an_hour());
   loop.run_until_complete(offload::sleep(0s));  // the task is asleep now
   REQUIRE(t.cancel());
-  REQUIRE(code_thrown_by([&] { loop.run_until_complete(t.join()); }) ==
-          offload::net::error::operation_aborted);
+  // The backend's system_error: with Boost.Asio not a std::system_error.
+  std::exception_ptr error;
+  try {
+    loop.run_until_complete(t.join());
+  } catch (...) {
+    error = std::current_exception();
+  }
+  REQUIRE(offload_test::is_cancelled(error));
 }
 
 TEST_CASE("wait_for around sleep times out", "[sleep][cancel]") {
