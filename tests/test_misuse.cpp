@@ -24,6 +24,7 @@
 #include <initializer_list>
 #include <latch>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -93,6 +94,8 @@ const char* cure_of(offload::errc e) {
       return "submit from a coroutine (which waits for room) or raise max_queue";
     case offload::errc::broken_promise:
       return "keep its executor or io_context alive";
+    case offload::errc::invalid_state:
+      return "check done(), or co_await get()";
   }
   return "?";
 }
@@ -454,6 +457,38 @@ offload::awaitable<caught> wait_for_too_long() {
 TEST_CASE("timeout: wait_for on an operation that does not finish in time", "[misuse][timeout]") {
   check_offload_error(offload::run(wait_for_too_long()), offload::errc::timeout,
                       {"offload::wait_for"});
+}
+
+namespace {
+offload::awaitable<caught> wait_until_too_long() {
+  try {
+    co_await offload::wait_until(wait_an_hour(), std::chrono::steady_clock::now() + 5ms);
+  } catch (...) {
+    co_return from_exception(std::current_exception());
+  }
+  co_return caught{};
+}
+
+offload::awaitable<caught> call_past_its_deadline(std::chrono::milliseconds timeout) {
+  auto stop_or_wait = [](std::stop_token stop) {
+    while (!stop.stop_requested()) std::this_thread::sleep_for(1ms);
+  };
+  try {
+    co_await offload::to_thread({.timeout = timeout}, stop_or_wait);
+  } catch (...) {
+    co_return from_exception(std::current_exception());
+  }
+  co_return caught{};
+}
+}  // namespace
+
+TEST_CASE("timeout: wait_until, and a call's own deadline", "[misuse][timeout]") {
+  check_offload_error(offload::run(wait_until_too_long()), offload::errc::timeout,
+                      {"offload::wait_until"});
+  check_offload_error(offload::run(call_past_its_deadline(5ms)), offload::errc::timeout,
+                      {"offload::to_thread / run_in_executor: the call's deadline passed"});
+  check_offload_error(offload::run(call_past_its_deadline(-5ms)), offload::errc::timeout,
+                      {"deadline had passed when it was awaited"});
 }
 
 // == queue_full ================================================================================

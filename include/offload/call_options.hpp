@@ -4,7 +4,9 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <chrono>
 #include <exception>
+#include <optional>
 #include <type_traits>
 
 namespace offload {
@@ -34,6 +36,16 @@ struct call_options {
   /// written in place inside `co_await` stay trivially destructible: GCC 12 destroys such
   /// temporaries twice.)
   void (*on_abandoned)(std::exception_ptr) = nullptr;
+  /// When the call must be over. Still queued then, it never starts and its awaiter gets
+  /// errc::timeout at the deadline; running, f's std::stop_token is signalled and the awaiter
+  /// gets errc::timeout as `policy` says (wait: once f returns; abandon: at once). f reads it
+  /// with from_thread::deadline(), to bound its own blocking I/O. Already past when the call is
+  /// awaited: errc::timeout at once, nothing submitted. For the awaitable forms (to_thread,
+  /// run_in_executor); async_run refuses it.
+  std::optional<std::chrono::steady_clock::time_point> deadline{};
+  /// The same, counted from when the call is awaited; zero: none. With `deadline` too, the
+  /// earlier of the two wins.
+  std::chrono::steady_clock::duration timeout{};
 };
 
 static_assert(std::is_trivially_destructible_v<call_options>,

@@ -137,6 +137,7 @@ class limiter_state {
   op_base* tail_ = nullptr;
 };
 
+struct limiter_access;  // capacity_limiter's state, for offload's call paths
 }  // namespace detail
 
 /// A call made with `{.limiter = &lim}` waits for one of `lim`'s tokens without blocking any
@@ -175,7 +176,7 @@ class capacity_limiter {
   }
 
  private:
-  friend struct detail_limiter_access;
+  friend struct detail::limiter_access;
 
   static std::size_t checked(std::size_t total_tokens) {
     if (total_tokens == 0) {
@@ -187,8 +188,10 @@ class capacity_limiter {
   std::shared_ptr<detail::limiter_state> state_;
 };
 
-struct detail_limiter_access {
-  static std::shared_ptr<detail::limiter_state> state(capacity_limiter& l) { return l.state_; }
+namespace detail {
+struct limiter_access {
+  static std::shared_ptr<limiter_state> state(capacity_limiter& l) { return l.state_; }
 };
+}  // namespace detail
 
 }  // namespace offload

@@ -9,8 +9,10 @@
 #include <offload/event_loop.hpp>
 #include <offload/concurrent_future.hpp>
 
+#include <chrono>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -124,13 +126,10 @@ concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro,
   return run_coroutine_threadsafe(std::move(coro), *loop);
 }
 
-/// Calls back into the loop from inside a to_thread / run_in_executor call (Trio's
-/// from_thread): the worker blocks until the loop has done it.
-namespace from_thread {
-
-namespace detail_ft {
-inline event_loop& origin(const char* where) {
-  event_loop* loop = detail::calling_loop();
+namespace detail {
+// The loop that started the calling thread's call, or an error saying why there is none.
+inline event_loop& from_thread_origin(const char* where) {
+  event_loop* loop = calling_loop();
   if (loop == nullptr) {
     throw_error(errc::no_running_loop, where);
   }
@@ -141,12 +140,16 @@ inline event_loop& origin(const char* where) {
   }
   return *loop;
 }
-}  // namespace detail_ft
+}  // namespace detail
+
+/// Calls back into the loop from inside a to_thread / run_in_executor call (Trio's
+/// from_thread): the worker blocks until the loop has done it.
+namespace from_thread {
 
 /// Runs `coro` on the loop that started this call and returns its result.
 template <typename T>
 T run(awaitable<T> coro) {
-  event_loop& loop = detail_ft::origin(
+  event_loop& loop = detail::from_thread_origin(
       "offload::from_thread::run: only inside a call started by to_thread / run_in_executor");
   return run_coroutine_threadsafe(std::move(coro), loop).result();
 }
@@ -155,7 +158,7 @@ T run(awaitable<T> coro) {
 template <typename F>
 auto run_sync(F&& f) -> std::invoke_result_t<std::decay_t<F>&> {
   using R = std::invoke_result_t<std::decay_t<F>&>;
-  event_loop& loop = detail_ft::origin(
+  event_loop& loop = detail::from_thread_origin(
       "offload::from_thread::run_sync: only inside a call started by to_thread / "
       "run_in_executor");
   auto state = std::make_shared<detail::future_state<R>>();
@@ -174,6 +177,13 @@ auto run_sync(F&& f) -> std::invoke_result_t<std::decay_t<F>&> {
   });
   state->wait();
   return state->take();
+}
+
+/// The deadline of the call running on this thread (call_options::deadline or timeout), to
+/// bound its own blocking I/O (a curl or libpq timeout); nullopt when the call has none or no
+/// offloaded call runs here. At the deadline the call's std::stop_token is signalled too.
+inline std::optional<std::chrono::steady_clock::time_point> deadline() noexcept {
+  return detail::tl_call_deadline;
 }
 
 /// Throws operation_aborted if the awaiter of the call running on this thread was cancelled:

@@ -1,4 +1,5 @@
-// offload: wait_for — an awaitable's result, or `timeout` once a duration has passed.
+// offload: wait_for / wait_until — an awaitable's result, or `timeout` once a duration has
+// passed or a deadline is reached.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 namespace offload {
@@ -46,36 +48,76 @@ class deadline_group final : public child_group {
 
 }  // namespace detail
 
-/// `co_await wait_for(aw, d)`: aw's result, or an `errc::timeout` error once `d` has passed.
-/// On the deadline `aw` is cancelled through its cancellation slot and awaited (an offloaded
-/// call follows its cancel_policy: `wait` returns once f has, `abandon` at once). A
-/// cancellation of the awaiter itself, even one racing the deadline, is reported as
-/// cancellation (operation_aborted), never as timeout. `d <= 0`: timeout at once, `aw` is
-/// never started. `aw` runs on the awaiting coroutine's executor.
-template <typename T, typename Rep, typename Period>
-awaitable<T> wait_for(awaitable<T> aw, std::chrono::duration<Rep, Period> d) {
-  if (d <= std::chrono::duration<Rep, Period>::zero()) {
-    throw_error(errc::timeout, "offload::wait_for (the duration is not positive: not started)");
-  }
-  auto ex = co_await net::this_coro::executor;
-  auto group = std::make_shared<detail::deadline_group<T>>();
-  group->spawn(ex, 0, detail::run_child<T>(group, &group->result, 0, std::move(aw)));
+namespace detail {
 
-  net::steady_timer timer(ex, std::chrono::ceil<std::chrono::steady_clock::duration>(d));
+/// When an awaitable must be done: at a time point, or a duration after it is awaited.
+struct deadline_spec {
+  std::optional<std::chrono::steady_clock::time_point> at{};
+  std::chrono::steady_clock::duration after{};
+};
+
+/// How each entry point that waits against a deadline names itself in its errors.
+struct deadline_messages {
+  const char* timed_out;
+  const char* cancelled;
+  const char* not_started;  // a duration that is not positive
+};
+
+/// aw's result, or errc::timeout once the deadline passes; the clock is read when awaited.
+template <typename T>
+awaitable<T> await_with_deadline(awaitable<T> aw, deadline_spec deadline,
+                                 const deadline_messages& says) {
+  if (!deadline.at && deadline.after <= std::chrono::steady_clock::duration::zero()) {
+    throw_error(errc::timeout, says.not_started);
+  }
+  const auto when = deadline.at ? *deadline.at : std::chrono::steady_clock::now() + deadline.after;
+  auto ex = co_await net::this_coro::executor;
+  auto group = std::make_shared<deadline_group<T>>();
+  group->spawn(ex, 0, run_child<T>(group, &group->result, 0, std::move(aw)));
+
+  net::steady_timer timer(ex, when);
   timer.async_wait([group](const net_error_code& ec) {
     if (!ec) group->deadline_passed();
   });
-  auto running = [](detail::deadline_group<T>& g) { return !g.all_finished(); };
-  group = co_await detail::park_while(std::move(group), running);
+  auto running = [](deadline_group<T>& g) { return !g.all_finished(); };
+  group = co_await park_while(std::move(group), running);
   timer.cancel();
 
-  if (group->parent_cancelled()) {
-    std::rethrow_exception(make_cancelled("offload::wait_for: the awaiter was cancelled"));
-  }
-  if (group->timed_out()) {
-    throw_error(errc::timeout, "offload::wait_for (the operation was cancelled)");
-  }
+  if (group->parent_cancelled()) std::rethrow_exception(make_cancelled(says.cancelled));
+  if (group->timed_out()) throw_error(errc::timeout, says.timed_out);
   co_return std::move(group->result).value();
+}
+
+inline constexpr deadline_messages wait_for_messages{
+    "offload::wait_for (the operation was cancelled)",
+    "offload::wait_for: the awaiter was cancelled",
+    "offload::wait_for (the duration is not positive: not started)"};
+inline constexpr deadline_messages wait_until_messages{
+    "offload::wait_until (the operation was cancelled)",
+    "offload::wait_until: the awaiter was cancelled", ""};
+
+}  // namespace detail
+
+/// `co_await wait_until(aw, when)`: aw's result, or an `errc::timeout` error once the steady
+/// clock reaches `when`. On the deadline `aw` is cancelled through its cancellation slot and
+/// awaited (an offloaded call follows its cancel_policy: `wait` returns once f has, `abandon` at
+/// once). A cancellation of the awaiter itself, even one racing the deadline, is reported as
+/// cancellation (operation_aborted), never as timeout. `aw` runs on the awaiting coroutine's
+/// executor; a deadline already past still starts it, and cancels it at once.
+template <typename T>
+awaitable<T> wait_until(awaitable<T> aw, std::chrono::steady_clock::time_point when) {
+  return detail::await_with_deadline(std::move(aw), {.at = when}, detail::wait_until_messages);
+}
+
+/// `co_await wait_for(aw, d)`: wait_until(aw, now + d), the clock read when it is awaited.
+/// `d <= 0`: timeout at once, `aw` is never started.
+template <typename T, typename Rep, typename Period>
+awaitable<T> wait_for(awaitable<T> aw, std::chrono::duration<Rep, Period> d) {
+  // A positive d too small for the clock still waits one tick rather than none.
+  const auto after = d > std::chrono::duration<Rep, Period>::zero()
+                         ? std::chrono::ceil<std::chrono::steady_clock::duration>(d)
+                         : std::chrono::steady_clock::duration::zero();
+  return detail::await_with_deadline(std::move(aw), {.after = after}, detail::wait_for_messages);
 }
 
 }  // namespace offload

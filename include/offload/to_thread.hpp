@@ -12,13 +12,17 @@
 #include <offload/errors.hpp>
 #include <offload/limiter.hpp>
 #include <offload/thread_pool.hpp>
+#include <offload/timeout.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <type_traits>
 #include <utility>
@@ -31,6 +35,10 @@ struct default_executor_t {
 };
 inline constexpr default_executor_t default_executor{};
 
+namespace detail {
+struct work_item_access;
+}  // namespace detail
+
 /// What offload hands to an executor it does not own: a copyable `void()` callable that runs
 /// the call the first time it is invoked. If every copy is destroyed unrun (the pool dropped
 /// it), the awaiter gets broken_promise: a call is never lost silently.
@@ -41,7 +49,7 @@ class work_item {
   }
 
  private:
-  friend struct detail_work_item_access;
+  friend struct detail::work_item_access;
 
   struct guard {
     std::atomic<detail::op_base*> op;
@@ -62,10 +70,12 @@ class work_item {
   std::shared_ptr<guard> guard_;
 };
 
-struct detail_work_item_access {
-  static work_item make(detail::op_base* op) { return work_item(op); }
-  static detail::op_base* release(work_item& w) noexcept { return w.release(); }
+namespace detail {
+struct work_item_access {
+  static work_item make(op_base* op) { return work_item(op); }
+  static op_base* release(work_item& w) noexcept { return w.release(); }
 };
+}  // namespace detail
 
 /// The customization point for a pool offload does not know: specialize this (or give the
 /// pool a member `submit(callable)`) so that `submit` runs `item()` once on some thread.
@@ -102,22 +112,64 @@ struct is_shared_pool : std::false_type {};
 template <>
 struct is_shared_pool<std::shared_ptr<thread_pool>> : std::true_type {};
 
+/// Something that hands out an offload pool's executor: a thread_pool, a serial_thread.
 template <typename T>
-concept runs_calls = std::is_same_v<T, default_executor_t> || std::is_same_v<T, thread_pool> ||
-    std::is_same_v<T, thread_pool::executor_type> || is_shared_pool<T>::value || asio_executor<T> ||
-    asio_context<T> || has_asio_executor<T> || has_member_submit<T> || has_executor_traits<T>;
+concept native_pool_owner = requires(T& t) {
+  { t.get_executor() } -> std::same_as<thread_pool::executor_type>;
+};
+
+/// Every kind of target, classified in one place: which targets run calls, how one is held and
+/// how a call reaches it all read this. The first kind that matches wins.
+enum class target_kind {
+  none,
+  default_executor,  // the calling loop's default pool
+  native_executor,   // thread_pool::executor_type
+  native_owner,      // a thread_pool or serial_thread, by reference
+  shared_pool,       // std::shared_ptr<thread_pool>
+  asio_executor,     // any Asio executor
+  asio_owner,        // an Asio execution context, or anything with an Asio get_executor()
+  traits,            // executor_traits<T>::submit
+  member_submit,     // T::submit(work_item)
+};
 
 template <typename T>
-inline constexpr bool dependent_false = false;
+constexpr target_kind classify_target() noexcept {
+  if constexpr (std::is_same_v<T, default_executor_t>) {
+    return target_kind::default_executor;
+  } else if constexpr (std::is_same_v<T, thread_pool::executor_type>) {
+    return target_kind::native_executor;
+  } else if constexpr (native_pool_owner<T>) {
+    return target_kind::native_owner;
+  } else if constexpr (is_shared_pool<T>::value) {
+    return target_kind::shared_pool;
+  } else if constexpr (asio_executor<T>) {
+    return target_kind::asio_executor;
+  } else if constexpr (asio_context<T> || has_asio_executor<T>) {
+    return target_kind::asio_owner;
+  } else if constexpr (has_executor_traits<T>) {
+    return target_kind::traits;
+  } else if constexpr (has_member_submit<T>) {
+    return target_kind::member_submit;
+  } else {
+    return target_kind::none;
+  }
+}
+
+template <typename T>
+inline constexpr target_kind target_kind_of = classify_target<T>();
+
+template <typename T>
+concept runs_calls = target_kind_of<T> != target_kind::none;
 
 /// How the initiation keeps the target: executors and handles by value, pools by address
 /// (a pool must outlive the calls made on it).
 template <typename Target>
 struct target_holder {
   using type = std::remove_cvref_t<Target>;
-  static constexpr bool by_value = std::is_same_v<type, default_executor_t> ||
-                                   std::is_same_v<type, thread_pool::executor_type> ||
-                                   is_shared_pool<type>::value || asio_executor<type>;
+  static constexpr target_kind kind = target_kind_of<type>;
+  static constexpr bool by_value =
+      kind == target_kind::default_executor || kind == target_kind::native_executor ||
+      kind == target_kind::shared_pool || kind == target_kind::asio_executor;
   using stored = std::conditional_t<by_value, type, type*>;
 
   stored value;
@@ -140,6 +192,9 @@ struct target_holder {
   }
 };
 
+template <typename T>
+inline constexpr bool dependent_false = false;
+
 inline void submit_native(thread_pool& pool, op_base* op, bool may_wait) {
   switch (pool.submit(op, may_wait)) {
     case submit_status::accepted:
@@ -153,13 +208,12 @@ inline void submit_native(thread_pool& pool, op_base* op, bool may_wait) {
 
 template <typename Submit>
 void submit_foreign(op_base* op, Submit&& submit) {
-  work_item item = detail_work_item_access::make(op);
+  work_item item = work_item_access::make(op);
   try {
     submit(work_item(item));
   } catch (...) {
     // We still hold the call unless the executor ran it: fail it with the executor's error.
-    if (op_base* mine = detail_work_item_access::release(item))
-      mine->fail(std::current_exception());
+    if (op_base* mine = work_item_access::release(item)) mine->fail(std::current_exception());
     return;
   }
 }
@@ -167,32 +221,34 @@ void submit_foreign(op_base* op, Submit&& submit) {
 /// One code path for every kind of target: resolve it to something that runs an op.
 template <typename T>
 void submit_to(T& target, op_base* op, offload_service* default_owner, bool may_wait) {
-  if constexpr (std::is_same_v<T, default_executor_t>) {
+  constexpr target_kind kind = target_kind_of<T>;
+  if constexpr (kind == target_kind::default_executor) {
     if (default_owner == nullptr) {
       throw_error(errc::no_running_loop, "offload::to_thread / run_in_executor(default_executor)");
     }
     submit_native(default_owner->default_pool(), op, may_wait);
-  } else if constexpr (std::is_same_v<T, thread_pool>) {
-    submit_native(target, op, may_wait);
-  } else if constexpr (std::is_same_v<T, thread_pool::executor_type>) {
+  } else if constexpr (kind == target_kind::native_executor) {
     submit_native(target.context(), op, may_wait);
-  } else if constexpr (is_shared_pool<T>::value) {
+  } else if constexpr (kind == target_kind::native_owner) {
+    submit_native(target.get_executor().context(), op, may_wait);
+  } else if constexpr (kind == target_kind::shared_pool) {
     submit_native(*target, op, may_wait);
-  } else if constexpr (asio_executor<T>) {
+  } else if constexpr (kind == target_kind::asio_executor) {
     submit_foreign(op, [&](work_item&& item) { net::post(target, std::move(item)); });
-  } else if constexpr (asio_context<T> || has_asio_executor<T>) {
+  } else if constexpr (kind == target_kind::asio_owner) {
     submit_foreign(op,
                    [&](work_item&& item) { net::post(target.get_executor(), std::move(item)); });
-  } else if constexpr (has_executor_traits<T>) {
+  } else if constexpr (kind == target_kind::traits) {
     submit_foreign(op,
                    [&](work_item&& item) { executor_traits<T>::submit(target, std::move(item)); });
-  } else if constexpr (has_member_submit<T>) {
+  } else if constexpr (kind == target_kind::member_submit) {
     submit_foreign(op, [&](work_item&& item) { target.submit(std::move(item)); });
   } else {
     static_assert(dependent_false<T>,
                   "offload: this is not something offload can run calls on: pass "
-                  "offload::default_executor, an offload::thread_pool, an Asio executor or "
-                  "execution context, or a pool with submit(callable) / executor_traits");
+                  "offload::default_executor, an offload::thread_pool or serial_thread, an Asio "
+                  "executor or execution context, or a pool with submit(callable) / "
+                  "executor_traits");
   }
 }
 
@@ -399,10 +455,15 @@ auto async_run(Target&& target, F&& f, Token&& token) {
                                detail::call_for<F>(std::forward<F>(f)), std::forward<Token>(token));
 }
 
-/// async_run with per-call options (cancel policy, capacity limiter).
+/// async_run with per-call options (cancel policy, capacity limiter; no deadline).
 template <typename Target, typename F, typename Token>
 requires detail::runs_calls<std::remove_cvref_t<Target>> && detail::callable_with<F>
 auto async_run(Target&& target, call_options options, F&& f, Token&& token) {
+  if (options.deadline || options.timeout != std::chrono::steady_clock::duration::zero()) {
+    throw std::invalid_argument(
+        "offload::async_run: call_options.deadline / timeout are for to_thread and "
+        "run_in_executor (co_await them, or wrap the call in wait_until)");
+  }
   return detail::initiate_call(std::forward<Target>(target), detail::call_extras(options),
                                detail::call_for<F>(std::forward<F>(f)), std::forward<Token>(token));
 }
@@ -412,6 +473,32 @@ namespace detail {
 template <typename T>
 concept not_options = !std::is_same_v<std::remove_cvref_t<T>, call_options>;
 
+/// A call with a deadline: settled when the call is awaited, then the call is made under
+/// wait_until, which cancels it there (one still queued never starts).
+template <typename Target, typename Call>
+awaitable<typename Call::value_type> offload_call_by_deadline(target_holder<Target> target,
+                                                              call_extras extras, Call call) {
+  using value_type = typename Call::value_type;
+  using signature = completion_signature_t<value_type>;
+  const auto deadline = extras.resolve_deadline();
+  if (deadline <= std::chrono::steady_clock::now()) {
+    throw_error(errc::timeout, "offload: the call's deadline had passed when it was awaited "
+                               "(nothing was submitted)");
+  }
+  auto op = net::async_initiate<const net::use_awaitable_t<>&, signature>(
+      initiate_run<Target, call_extras>{std::move(target), std::move(extras)}, net::use_awaitable,
+      std::move(call));
+  static constexpr deadline_messages says{
+      "offload::to_thread / run_in_executor: the call's deadline passed (it was cancelled)",
+      "offload::to_thread / run_in_executor: the awaiter was cancelled", ""};
+  if constexpr (std::is_void_v<value_type> || std::is_default_constructible_v<value_type>) {
+    co_return co_await await_with_deadline(std::move(op), {.at = deadline}, says);
+  } else {
+    auto unwrapped = unwrap_optional<value_type>(std::move(op));  // named: GCC 12's co_await
+    co_return co_await await_with_deadline(std::move(unwrapped), {.at = deadline}, says);
+  }
+}
+
 template <typename Target, typename Extras, typename F, typename... Args>
 auto offload_call(Target&& target, Extras&& extras, F&& f, Args&&... args)
     -> awaitable<call_value_t<F, Args...>> {
@@ -420,6 +507,13 @@ auto offload_call(Target&& target, Extras&& extras, F&& f, Args&&... args)
     using call_type = call_for<F, Args...>;
     using value_type = typename call_type::value_type;
     using signature = completion_signature_t<value_type>;
+    if constexpr (std::is_same_v<std::decay_t<Extras>, call_extras>) {
+      if (extras.has_deadline()) {
+        return offload_call_by_deadline<Target, call_type>(
+            target_holder<Target>::make(std::forward<Target>(target)), std::move(extras),
+            call_type(std::forward<F>(f), std::forward<Args>(args)...));
+      }
+    }
     auto op = net::async_initiate<const net::use_awaitable_t<>&, signature>(
         initiate_run<Target, std::decay_t<Extras>>{
             target_holder<Target>::make(std::forward<Target>(target)), std::move(extras)},

@@ -13,6 +13,7 @@
 #include <offload/errors.hpp>
 #include <offload/limiter.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -190,14 +191,30 @@ struct no_extras {
 struct call_extras {
   explicit call_extras(const call_options& options)
       : policy(options.policy),
-        limiter(options.limiter != nullptr ? detail_limiter_access::state(*options.limiter)
-                                           : nullptr),
-        on_abandoned(options.on_abandoned) {}
+        limiter(options.limiter != nullptr ? limiter_access::state(*options.limiter) : nullptr),
+        on_abandoned(options.on_abandoned),
+        deadline(options.deadline),
+        timeout(options.timeout) {}
+
+  bool has_deadline() const noexcept {
+    return deadline.has_value() || timeout != std::chrono::steady_clock::duration::zero();
+  }
+  /// Settles deadline and timeout into one time point, counted from now (the call's co_await).
+  std::chrono::steady_clock::time_point resolve_deadline() {
+    if (timeout != std::chrono::steady_clock::duration::zero()) {
+      const auto by_timeout = std::chrono::steady_clock::now() + timeout;
+      if (!deadline || by_timeout < *deadline) deadline = by_timeout;
+      timeout = {};
+    }
+    return *deadline;
+  }
 
   cancel_policy policy;
   bool holds_token = false;
   std::shared_ptr<limiter_state> limiter;
   void (*on_abandoned)(std::exception_ptr);
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  std::chrono::steady_clock::duration timeout;
   unique_function resubmit;  // set while the call waits for a limiter token
 };
 
@@ -458,6 +475,7 @@ class call_op final : public op_base {
     }
     tl_calling_loop = home != nullptr ? home->attached_loop() : nullptr;
     tl_current_op = this;
+    if constexpr (std::is_same_v<Extras, call_extras>) tl_call_deadline = extras_.deadline;
     try {
       context_scope context(context_.get());
       if constexpr (Call::stoppable) {
@@ -470,6 +488,7 @@ class call_op final : public op_base {
     }
     tl_current_op = nullptr;
     tl_calling_loop = nullptr;
+    if constexpr (std::is_same_v<Extras, call_extras>) tl_call_deadline.reset();
     try {
       call_.reset();  // f and its arguments die on the worker, not on the loop
     } catch (...) {

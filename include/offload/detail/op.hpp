@@ -8,10 +8,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <optional>
 
 namespace offload::detail {
 
@@ -88,6 +90,8 @@ struct op_base {
 
 /// The call this worker thread is running now (for from_thread::check_cancelled), or null.
 inline thread_local op_base* tl_current_op = nullptr;
+/// That call's deadline, if it was made with one (for from_thread::deadline).
+inline thread_local std::optional<std::chrono::steady_clock::time_point> tl_call_deadline;
 
 /// Says on stderr what threw where nothing may throw (a worker, a destructor): never rethrown.
 inline void report_stray_exception(const char* where) noexcept {
