@@ -15,6 +15,7 @@
 #include <offload/loop_thread.hpp>
 #include <offload/node_cache.hpp>
 #include <offload/outcome.hpp>
+#include <offload/serial_thread.hpp>
 #include <offload/sleep.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/threadsafe.hpp>
