@@ -21,6 +21,8 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <list>
 #include <mutex>
@@ -31,10 +33,24 @@
 #include <vector>
 
 #if defined(__linux__)
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 #endif
 
 namespace offload {
+
+/// Growth past max_workers when every thread is blocked in a call (see
+/// thread_pool_options::grow_when_blocked).
+struct blocked_growth {
+  /// The hard cap on threads while growing; 0 means four times the pool's max_workers.
+  std::size_t max_workers = 0;
+  /// How long calls may wait, with no call started meanwhile and every thread inside a call,
+  /// before one more thread starts (at most one per period).
+  std::chrono::nanoseconds after = std::chrono::milliseconds(20);
+};
 
 struct thread_pool_options {
   /// Most threads at once; 0 means min(32, cores + 4), as asyncio's default executor.
@@ -53,6 +69,13 @@ struct thread_pool_options {
   /// How long an idle worker spins before it parks; unset: 50 us. On a single usable CPU it
   /// yields the CPU for that long instead of spinning.
   std::optional<std::chrono::nanoseconds> spin;
+  /// Unset (the default): never more than max_workers threads. Set: when calls have waited
+  /// `after` while every thread is inside a call, the pool starts one more thread, up to the
+  /// growth's max_workers, as long as fewer of the running calls are computing than there are
+  /// CPUs (on Linux a call computes if its thread is runnable or used a tenth of a CPU over the
+  /// period; one blocked in I/O, a lock or a sleep does not). Threads above max_workers exit
+  /// after keep_alive idle.
+  std::optional<blocked_growth> grow_when_blocked{};
 };
 
 struct thread_pool_stats {
@@ -62,6 +85,7 @@ struct thread_pool_stats {
   std::size_t running = 0;       // running a call now
   std::uint64_t completed = 0;   // calls finished since construction
   std::size_t peak_workers = 0;  // most threads alive at once
+  std::uint64_t grown = 0;       // threads started past max_workers by grow_when_blocked
 };
 
 /// A call still running, as reported by shutdown_default_executor on timeout.
@@ -159,6 +183,12 @@ class alignas(detail::cache_line) thread_pool {
     try {
       std::lock_guard<std::mutex> lock(mutex_);
       for (std::size_t i = 0; i < options_.min_workers; ++i) spawn_locked();
+      if (options_.grow_when_blocked) {
+        growth_max_ = options_.grow_when_blocked->max_workers != 0
+                          ? std::max(options_.grow_when_blocked->max_workers, max_workers_)
+                          : 4 * max_workers_;
+        growth_thread_ = std::thread([this] { growth_main(); });
+      }
     } catch (...) {
       shutdown(true, true);  // the threads already started must not outlive the pool
       throw;
@@ -197,6 +227,7 @@ class alignas(detail::cache_line) thread_pool {
       closed_ = true;
       if (cancel_pending) cancelled = take_all_locked();
       cv_.notify_all();
+      growth_cv_.notify_all();
     }
     fail_chain(cancelled, [] {
       return make_cancelled(
@@ -222,6 +253,7 @@ class alignas(detail::cache_line) thread_pool {
       s.completed += w.completed.load(std::memory_order_relaxed);
     }
     s.peak_workers = peak_workers_;
+    s.grown = grown_;
     return s;
   }
 
@@ -339,6 +371,11 @@ class alignas(detail::cache_line) thread_pool {
     std::thread thread;
     std::thread::id id;
     std::string name;
+#if defined(__linux__)
+    clockid_t cpu_clock{};
+    bool has_cpu_clock = false;
+    std::atomic<int> tid{0};  // the kernel's id of the thread, for its state in /proc
+#endif
   };
   using worker_list = std::list<worker>;
 
@@ -414,7 +451,10 @@ class alignas(detail::cache_line) thread_pool {
   // One more thread, up to max_workers, for work no idle thread will take. Bursts fan out by
   // chain: each worker that takes a call and sees more waiting asks for the next thread.
   void ensure_capacity() {
-    if (live_hint_.load(std::memory_order_seq_cst) >= max_workers_) return;
+    if (live_hint_.load(std::memory_order_seq_cst) >= max_workers_) {
+      if (growth_parked_.load(std::memory_order_seq_cst)) wake_growth_watcher();
+      return;
+    }
     std::exception_ptr failed;
     detail::op_base* orphans = nullptr;
     {
@@ -522,6 +562,9 @@ class alignas(detail::cache_line) thread_pool {
       throw;
     }
     self->id = self->thread.get_id();
+#if defined(__linux__)
+    self->has_cpu_clock = pthread_getcpuclockid(self->thread.native_handle(), &self->cpu_clock) == 0;
+#endif
     ++live_;
     live_hint_.store(live_, std::memory_order_relaxed);
     peak_workers_ = std::max(peak_workers_, live_);
@@ -546,6 +589,9 @@ class alignas(detail::cache_line) thread_pool {
 
   void worker_main(worker_list::iterator self) {
     detail::set_current_thread_name(self->name);
+#if defined(__linux__)
+    self->tid.store(static_cast<int>(::syscall(SYS_gettid)), std::memory_order_relaxed);
+#endif
     detail::tl_current_pool = this;
     if (options_.initializer) {
       try {
@@ -681,6 +727,147 @@ class alignas(detail::cache_line) thread_pool {
     self.busy_since.store(0, std::memory_order_release);
   }
 
+  // -- growth when every thread is blocked (grow_when_blocked) --------------------------------
+
+  // A running call computes if its thread is runnable now (Linux reports it so even while it
+  // waits for a CPU on a loaded machine), or if it used at least this share of a CPU over the
+  // period: a call blocked in I/O, a lock or a sleep uses next to nothing.
+  static constexpr int computing_share_divisor = 10;
+
+  // What each thread was doing at the start of a growth period.
+  struct progress_mark {
+    const worker* w;
+    std::uint64_t completed;
+    std::int64_t busy_since;
+    std::int64_t cpu_ns;
+    int tid;
+  };
+
+  // True if the thread is running or waiting for a CPU ('R' in /proc/self/task/<tid>/stat).
+  static bool runnable(int tid) noexcept {
+#if defined(__linux__)
+    if (tid == 0) return false;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char stat[256];  // "tid (name) S ...": the name is at most 15 characters
+    const ssize_t n = ::read(fd, stat, sizeof stat - 1);
+    ::close(fd);
+    if (n <= 0) return false;
+    stat[n] = '\0';
+    const char* name_end = std::strrchr(stat, ')');
+    return name_end != nullptr && name_end[1] == ' ' && name_end[2] == 'R';
+#else
+    (void)tid;
+    return false;
+#endif
+  }
+
+  static std::int64_t cpu_ns_of(const worker& w) noexcept {
+#if defined(__linux__)
+    timespec ts;
+    if (w.has_cpu_clock && clock_gettime(w.cpu_clock, &ts) == 0) {
+      return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    }
+#else
+    (void)w;
+#endif
+    return 0;  // no CPU clock: every call looks blocked, and only the hard cap limits growth
+  }
+
+  std::vector<progress_mark> progress_marks_locked() const {
+    std::vector<progress_mark> marks;
+    marks.reserve(live_);
+    for (const worker& w : workers_) {
+#if defined(__linux__)
+      const int tid = w.tid.load(std::memory_order_relaxed);
+#else
+      const int tid = 0;
+#endif
+      marks.push_back({&w, w.completed.load(std::memory_order_relaxed),
+                       w.busy_since.load(std::memory_order_relaxed), cpu_ns_of(w), tid});
+    }
+    return marks;
+  }
+
+  // Calls waited through the whole period since `before`: every thread was in the same call
+  // then and now, and work is still queued.
+  bool stalled_since_locked(const std::vector<progress_mark>& before,
+                            const std::vector<progress_mark>& now) const noexcept {
+    if (before.empty() || before.size() != now.size() || !work_pending()) return false;
+    for (std::size_t i = 0; i < now.size(); ++i) {
+      if (before[i].w != now[i].w || now[i].busy_since == 0 ||
+          before[i].busy_since != now[i].busy_since || before[i].completed != now[i].completed) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  std::size_t computing_calls(const std::vector<progress_mark>& before,
+                              const std::vector<progress_mark>& now,
+                              std::chrono::nanoseconds period) const noexcept {
+    const std::int64_t threshold = period.count() / computing_share_divisor;
+    std::size_t computing = 0;
+    for (std::size_t i = 0; i < now.size(); ++i) {
+      if (now[i].cpu_ns - before[i].cpu_ns >= threshold || runnable(now[i].tid)) ++computing;
+    }
+    return computing;
+  }
+
+  // Whether the watcher has anything to watch: calls queued with every allowed thread started.
+  bool growth_may_help_locked() const noexcept {
+    return !closed_ && live_ >= max_workers_ && live_ < growth_max_ && work_pending();
+  }
+
+  // The watcher: parked while the pool is below its cap or has nothing queued (an idle pool
+  // costs no wake-ups); otherwise it looks once per period and starts a thread when the queue
+  // stalled behind blocked calls.
+  void growth_main() {
+    detail::set_current_thread_name(options_.thread_name_prefix + "-grow");
+    const std::chrono::nanoseconds period = options_.grow_when_blocked->after;
+    const std::size_t cpus = detail::usable_cpus();
+    std::vector<progress_mark> before;
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!closed_) {
+      if (!growth_may_help_locked()) {
+        // Counted parked before the last look: pairs with ensure_capacity, which queues, then
+        // reads the flag. Either it sees us parked and wakes us, or we see its call.
+        growth_parked_.store(true, std::memory_order_seq_cst);
+        if (!growth_may_help_locked()) growth_cv_.wait(lock);
+        growth_parked_.store(false, std::memory_order_relaxed);
+        before.clear();
+        continue;
+      }
+      if (before.empty()) before = progress_marks_locked();
+      growth_cv_.wait_for(lock, period);
+      if (closed_) break;
+      std::vector<progress_mark> now = progress_marks_locked();
+      if (!stalled_since_locked(before, now)) {
+        before = std::move(now);
+        continue;
+      }
+      lock.unlock();  // reading the threads' states takes a few system calls each
+      const bool cpu_to_spare = computing_calls(before, now, period) < cpus;
+      lock.lock();
+      if (cpu_to_spare && growth_may_help_locked()) {
+        try {
+          spawn_locked();
+          ++grown_;
+        } catch (...) {
+          // No thread could be made now: the next period tries again.
+        }
+      }
+      before.clear();  // a new period, with fresh marks
+    }
+  }
+
+  void wake_growth_watcher() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (growth_parked_.load(std::memory_order_relaxed)) growth_cv_.notify_one();
+  }
+
   void initializer_failed(worker_list::iterator self, std::exception_ptr error) {
     detail::op_base* orphans = nullptr;
     std::unique_lock<std::mutex> lock(mutex_);
@@ -695,14 +882,17 @@ class alignas(detail::cache_line) thread_pool {
   void join_all() {
     worker_list exited;
     detail::op_base* stranded = nullptr;
+    std::thread growth;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       if (closed_) {
         all_exited_cv_.wait(lock, [this] { return live_ == 0; });
         stranded = take_all_locked();  // only when no thread could ever be started for them
+        growth.swap(growth_thread_);
       }
       exited.swap(exited_);
     }
+    if (growth.joinable()) growth.join();
     for (worker& w : exited) w.thread.join();
     fail_chain(stranded, [] {
       return std::make_exception_ptr(make_error(
@@ -742,6 +932,12 @@ class alignas(detail::cache_line) thread_pool {
   std::uint64_t completed_by_exited_ = 0;
   bool closed_ = false;
   std::vector<std::function<void()>> stopped_callbacks_;
+  // grow_when_blocked: the watcher thread, its hard cap and what it started.
+  std::condition_variable growth_cv_;
+  std::thread growth_thread_;
+  std::size_t growth_max_ = 0;
+  std::uint64_t grown_ = 0;
+  std::atomic<bool> growth_parked_{false};
 };
 
 namespace detail {

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <iostream>
 #include <latch>
 #include <map>
@@ -591,6 +592,43 @@ static std::vector<double> w89_asio(std::chrono::milliseconds idle) {
   return {cpu, wake};
 }
 
+// ---- W11: growth when every thread is blocked -----------------------------------------------
+
+// `calls` calls that each sleep `nap` on a 2-thread pool: with grow_when_blocked the pool adds a
+// thread every 5 ms while they wait, so the batch takes about one nap; without it, calls / 2.
+static double w11_sleeping_ms(bool grow, int calls, std::chrono::milliseconds nap) {
+  offload::thread_pool_options o;
+  o.max_workers = 2;
+  if (grow) {
+    o.grow_when_blocked =
+        offload::blocked_growth{.max_workers = static_cast<std::size_t>(calls), .after = 5ms};
+  }
+  offload::thread_pool pool(o);
+  const auto t0 = clock_type::now();
+  std::vector<std::future<void>> done;
+  for (int i = 0; i < calls; ++i) {
+    done.push_back(offload::async_run(
+        pool, [nap] { std::this_thread::sleep_for(nap); }, net::use_future));
+  }
+  for (auto& d : done) d.get();
+  return us_since(t0) / 1000.0;
+}
+
+// The same growth with calls that compute: the pool must stop at the CPUs.
+static double w11_computing_peak(int calls, std::uint64_t iters) {
+  offload::thread_pool_options o;
+  o.max_workers = 1;
+  o.grow_when_blocked =
+      offload::blocked_growth{.max_workers = static_cast<std::size_t>(calls), .after = 5ms};
+  offload::thread_pool pool(o);
+  std::vector<std::future<std::uint64_t>> done;
+  for (int i = 0; i < calls; ++i) {
+    done.push_back(offload::async_run(pool, [iters] { return cpu_work(iters); }, net::use_future));
+  }
+  for (auto& d : done) g_sink += static_cast<long>(d.get() & 1);
+  return static_cast<double>(pool.stats().peak_workers);
+}
+
 // ---- driver ---------------------------------------------------------------------------------
 
 static std::string machine_description() {
@@ -809,6 +847,22 @@ int main(int argc, char** argv) {
         opt.quick ? 1 : 3, [&] { return w89_offload(idle); }, [&] { return w89_asio(idle); });
     rows.push_back({"W8 idle CPU", "% core", o8[0], a8[0], "< 2%", false});
     rows.push_back({"W9 wake after idle", "us", o8[1], a8[1], "< 200 us", false});
+  }
+
+  if (opt.wants("W11")) {
+    constexpr int calls = 16;
+    constexpr auto nap = 50ms;
+    std::vector<double> grown, fixed, peaks;
+    for (int r = 0; r < opt.repeats; ++r) {
+      grown.push_back(w11_sleeping_ms(true, calls, nap));
+      fixed.push_back(w11_sleeping_ms(false, calls, nap));
+      peaks.push_back(w11_computing_peak(calls, opt.quick ? 2000000 : 20000000));
+    }
+    // The "asio" column holds the comparison: the same pool without growth, and the CPUs.
+    rows.push_back({"W11 16 naps, 2 thr, grown", "ms", median(grown), median(fixed),
+                    "~1 nap (50 ms); fixed: 400", false});
+    rows.push_back({"W11 computing, peak thr", "threads", *std::max_element(peaks.begin(), peaks.end()),
+                    static_cast<double>(offload::detail::usable_cpus()), "<= cores", false});
   }
 
   print_rows(rows, opt, floor_us);
