@@ -48,7 +48,7 @@ struct blocked_growth {
   /// The hard cap on threads while growing; 0 means four times the pool's max_workers.
   std::size_t max_workers = 0;
   /// How long calls may wait, with no call started meanwhile and every thread inside a call,
-  /// before one more thread starts (at most one per period).
+  /// before the pool grows (once per period at most).
   std::chrono::nanoseconds after = std::chrono::milliseconds(20);
 };
 
@@ -70,11 +70,12 @@ struct thread_pool_options {
   /// yields the CPU for that long instead of spinning.
   std::optional<std::chrono::nanoseconds> spin;
   /// Unset (the default): never more than max_workers threads. Set: when calls have waited
-  /// `after` while every thread is inside a call, the pool starts one more thread, up to the
-  /// growth's max_workers, as long as fewer of the running calls are computing than there are
-  /// CPUs (on Linux a call computes if its thread is runnable or used a tenth of a CPU over the
-  /// period; one blocked in I/O, a lock or a sleep does not). Threads above max_workers exit
-  /// after keep_alive idle.
+  /// `after` while every thread is inside a call, the pool starts more threads, up to the
+  /// growth's max_workers: while every running call is blocked, as many as are running (the
+  /// pool doubles each period); once some compute, one per CPU they leave free; none when they
+  /// fill the CPUs (on Linux a call computes if its thread is runnable or used a tenth of a CPU
+  /// over the period; one blocked in I/O, a lock or a sleep does not). Threads above
+  /// max_workers exit after keep_alive idle.
   std::optional<blocked_growth> grow_when_blocked{};
 };
 
@@ -816,6 +817,16 @@ class alignas(detail::cache_line) thread_pool {
     return computing;
   }
 
+  // While every running call is blocked, the blocked set doubles each period (a batch of calls
+  // that all block waits a few periods, not one per call); once some compute, only the CPUs
+  // they leave free are filled, one thread per free CPU.
+  static std::size_t threads_to_add(std::size_t running, std::size_t computing,
+                                    std::size_t cpus) noexcept {
+    if (computing >= cpus) return 0;
+    if (computing == 0) return std::max<std::size_t>(running, 1);
+    return std::min(running - computing, cpus - computing);
+  }
+
   // Whether the watcher has anything to watch: calls queued with every allowed thread started.
   bool growth_may_help_locked() const noexcept {
     return !closed_ && live_ >= max_workers_ && live_ < growth_max_ && work_pending();
@@ -849,14 +860,15 @@ class alignas(detail::cache_line) thread_pool {
         continue;
       }
       lock.unlock();  // reading the threads' states takes a few system calls each
-      const bool cpu_to_spare = computing_calls(before, now, period) < cpus;
+      const std::size_t computing = computing_calls(before, now, period);
       lock.lock();
-      if (cpu_to_spare && growth_may_help_locked()) {
+      for (std::size_t n = threads_to_add(now.size(), computing, cpus);
+           n > 0 && growth_may_help_locked(); --n) {
         try {
           spawn_locked();
           ++grown_;
         } catch (...) {
-          // No thread could be made now: the next period tries again.
+          break;  // no thread could be made now: the next period tries again
         }
       }
       before.clear();  // a new period, with fresh marks

@@ -594,8 +594,9 @@ static std::vector<double> w89_asio(std::chrono::milliseconds idle) {
 
 // ---- W11: growth when every thread is blocked -----------------------------------------------
 
-// `calls` calls that each sleep `nap` on a 2-thread pool: with grow_when_blocked the pool adds a
-// thread every 5 ms while they wait, so the batch takes about one nap; without it, calls / 2.
+// `calls` calls that each sleep `nap` on a 2-thread pool: with grow_when_blocked the pool
+// doubles its threads every 5 ms while they all wait, so the batch takes about one nap plus a
+// few periods; without it, calls / 2 naps.
 static double w11_sleeping_ms(bool grow, int calls, std::chrono::milliseconds nap) {
   offload::thread_pool_options o;
   o.max_workers = 2;
