@@ -1,7 +1,7 @@
 // thread_pool_options::grow_when_blocked: a pool whose threads are all blocked in calls, with
-// calls waiting, starts more threads up to the growth's cap; one whose calls compute does not
-// grow past the CPUs; without the option it never passes max_workers; the extra threads go
-// when idle.
+// calls waiting, starts more threads up to the growth's cap; calls computing on every CPU keep
+// it from growing, and a CPU they leave free lets it grow; without the option it never passes
+// max_workers; the extra threads go when idle.
 #include "catch.hpp"
 
 #include <offload/offload.hpp>
@@ -13,12 +13,10 @@
 #include <cstddef>
 #include <future>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
-#if defined(__linux__)
-#include <time.h>
-#endif
 
 using namespace std::chrono_literals;
 
@@ -54,24 +52,6 @@ offload::thread_pool_options growing(std::size_t max_workers, std::size_t growth
   o.max_workers = max_workers;
   o.grow_when_blocked = offload::blocked_growth{.max_workers = growth_max, .after = 5ms};
   return o;
-}
-
-// Spins until this thread has used `cpu` of CPU time: computing, however loaded the machine.
-void compute_for(std::chrono::milliseconds cpu) {
-#if defined(__linux__)
-  const auto used = [] {
-    timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-  };
-  const auto start = used();
-  while (used() - start < cpu) {
-  }
-#else
-  const auto until = std::chrono::steady_clock::now() + cpu;
-  while (std::chrono::steady_clock::now() < until) {
-  }
-#endif
 }
 
 }  // namespace
@@ -130,20 +110,78 @@ TEST_CASE("without grow_when_blocked a pool never passes max_workers", "[thread_
   REQUIRE(s.grown == 0);
 }
 
-TEST_CASE("calls that compute do not make the pool grow past the CPUs", "[thread_pool][growth]") {
-  const std::size_t cpus = offload::detail::usable_cpus();
-  const std::size_t calls = cpus + 3;
-  offload::thread_pool pool(growing(1, calls));
+// Calls that spin until told to stop: computing for as long as the test needs.
+struct spinners {
+  std::atomic<bool> stop{false};
   std::vector<std::future<void>> done;
-  for (std::size_t i = 0; i < calls; ++i) {
-    done.push_back(offload::async_run(
-        pool, [] { compute_for(60ms); }, offload::net::use_future));
+
+  void start(offload::thread_pool& pool, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      done.push_back(offload::async_run(
+          pool,
+          [this] {
+            while (!stop.load(std::memory_order_relaxed)) {
+            }
+          },
+          offload::net::use_future));
+    }
   }
-  for (auto& d : done) d.get();
+  ~spinners() {
+    stop = true;
+    for (auto& d : done) d.wait();
+  }
+};
+
+TEST_CASE("calls that compute on every CPU keep blocked calls waiting: no growth",
+          "[thread_pool][growth]") {
+  const std::size_t cpus = offload::detail::usable_cpus();
+  offload::thread_pool pool(growing(cpus, 4 * cpus + 4));
+  rendezvous never(1000);
+  std::vector<std::future<bool>> blocked;
+  {
+    spinners computing;
+    computing.start(pool, cpus);  // first: they take every thread
+    for (int i = 0; i < 3; ++i) {
+      blocked.push_back(offload::async_run(
+          pool, [&] { return never.arrive_and_wait(30s); }, offload::net::use_future));
+    }
+    std::this_thread::sleep_for(100ms);  // twenty periods: the chance to grow, not to be taken
+    const offload::thread_pool_stats s = pool.stats();
+    REQUIRE(s.grown == 0);
+    REQUIRE(s.peak_workers == cpus);
+    REQUIRE(s.queued == 3);
+  }  // the spinners stop; the blocked calls get their threads
+  never.release();
+  for (auto& b : blocked) (void)b.get();
+}
+
+TEST_CASE("with a CPU left free by the computing calls, the pool grows for the blocked ones",
+          "[thread_pool][growth]") {
+  const std::size_t cpus = offload::detail::usable_cpus();
+  offload::thread_pool pool(growing(cpus, 4 * cpus + 4));
+  rendezvous never(1000);
+  std::vector<std::future<bool>> blocked;
+  spinners computing;
+  computing.start(pool, cpus - 1);  // one thread is left for a blocked call
+  for (int i = 0; i < 4; ++i) {
+    blocked.push_back(offload::async_run(
+        pool, [&] { return never.arrive_and_wait(30s); }, offload::net::use_future));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (pool.stats().grown == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
   const offload::thread_pool_stats s = pool.stats();
-#if defined(__linux__)  // elsewhere there is no per-thread CPU clock to tell computing from blocked
-  REQUIRE(s.peak_workers <= std::max<std::size_t>(cpus, 1));
-#endif
+  never.release();
+  for (auto& b : blocked) (void)b.get();
+  REQUIRE(s.grown >= 1);
+  REQUIRE(s.peak_workers > cpus);
+}
+
+TEST_CASE("a growth period that is not positive is refused", "[thread_pool][growth]") {
+  offload::thread_pool_options o;
+  o.grow_when_blocked = offload::blocked_growth{.max_workers = 4, .after = 0ms};
+  REQUIRE_THROWS_AS(offload::thread_pool(o), std::invalid_argument);
 }
 
 TEST_CASE("threads started by growth exit after keep_alive idle", "[thread_pool][growth]") {

@@ -27,6 +27,7 @@
 #include <list>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -45,10 +46,11 @@ namespace offload {
 /// Growth past max_workers when every thread is blocked in a call (see
 /// thread_pool_options::grow_when_blocked).
 struct blocked_growth {
-  /// The hard cap on threads while growing; 0 means four times the pool's max_workers.
+  /// The hard cap on threads while growing; 0 means four times the pool's max_workers (at or
+  /// below max_workers the pool never grows).
   std::size_t max_workers = 0;
   /// How long calls may wait, with no call started meanwhile and every thread inside a call,
-  /// before the pool grows (once per period at most).
+  /// before the pool grows (once per period at most). Must be positive.
   std::chrono::nanoseconds after = std::chrono::milliseconds(20);
 };
 
@@ -185,10 +187,15 @@ class alignas(detail::cache_line) thread_pool {
       std::lock_guard<std::mutex> lock(mutex_);
       for (std::size_t i = 0; i < options_.min_workers; ++i) spawn_locked();
       if (options_.grow_when_blocked) {
+        if (options_.grow_when_blocked->after <= std::chrono::nanoseconds::zero()) {
+          throw std::invalid_argument(
+              "offload::thread_pool: grow_when_blocked.after must be positive");
+        }
         growth_max_ = options_.grow_when_blocked->max_workers != 0
-                          ? std::max(options_.grow_when_blocked->max_workers, max_workers_)
+                          ? options_.grow_when_blocked->max_workers
                           : 4 * max_workers_;
-        growth_thread_ = std::thread([this] { growth_main(); });
+        // A cap at or below max_workers leaves nothing to grow into: no watcher.
+        if (growth_max_ > max_workers_) growth_thread_ = std::thread([this] { growth_main(); });
       }
     } catch (...) {
       shutdown(true, true);  // the threads already started must not outlive the pool
@@ -452,8 +459,13 @@ class alignas(detail::cache_line) thread_pool {
   // One more thread, up to max_workers, for work no idle thread will take. Bursts fan out by
   // chain: each worker that takes a call and sees more waiting asks for the next thread.
   void ensure_capacity() {
-    if (live_hint_.load(std::memory_order_seq_cst) >= max_workers_) {
-      if (growth_parked_.load(std::memory_order_seq_cst)) wake_growth_watcher();
+    const std::size_t live = live_hint_.load(std::memory_order_seq_cst);
+    if (live >= max_workers_) {
+      // Only while growth can still add a thread: at its cap, waking the watcher would cost
+      // every submit a lock and a context switch for nothing.
+      if (live < growth_max_ && growth_parked_.load(std::memory_order_seq_cst)) {
+        wake_growth_watcher();
+      }
       return;
     }
     std::exception_ptr failed;
@@ -529,9 +541,9 @@ class alignas(detail::cache_line) thread_pool {
     std::lock_guard<detail::short_lock> consumer(inject_consumer_);
     return inject_.pop();
   }
-  std::size_t inject_size() const noexcept {
+  std::size_t inject_size(std::size_t limit = static_cast<std::size_t>(-1)) const noexcept {
     std::lock_guard<detail::short_lock> consumer(inject_consumer_);
-    return inject_.size();
+    return inject_.size(limit);
   }
 
   static void fail_chain(detail::op_base* chain, const std::exception_ptr& error) noexcept {
@@ -827,6 +839,13 @@ class alignas(detail::cache_line) thread_pool {
     return std::min(running - computing, cpus - computing);
   }
 
+  // How many calls wait to start, counting no further than `limit` (the walk of inject_ is
+  // bounded so that a long queue costs the watcher nothing more).
+  std::size_t queued_at_most_locked(std::size_t limit) const noexcept {
+    const std::size_t counted = fifo_count_.load(std::memory_order_relaxed) + overflow_size_;
+    return counted >= limit ? limit : counted + inject_size(limit - counted);
+  }
+
   // Whether the watcher has anything to watch: calls queued with every allowed thread started.
   bool growth_may_help_locked() const noexcept {
     return !closed_ && live_ >= max_workers_ && live_ < growth_max_ && work_pending();
@@ -862,8 +881,10 @@ class alignas(detail::cache_line) thread_pool {
       lock.unlock();  // reading the threads' states takes a few system calls each
       const std::size_t computing = computing_calls(before, now, period);
       lock.lock();
-      for (std::size_t n = threads_to_add(now.size(), computing, cpus);
-           n > 0 && growth_may_help_locked(); --n) {
+      // No more threads than calls waiting: a thread for nothing would idle for keep_alive.
+      std::size_t n = threads_to_add(now.size(), computing, cpus);
+      n = std::min(n, queued_at_most_locked(n));
+      for (; n > 0 && growth_may_help_locked(); --n) {
         try {
           spawn_locked();
           ++grown_;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <offload/config.hpp>
+#include <offload/detail/deadline.hpp>
 #include <offload/detail/child_group.hpp>
 #include <offload/errors.hpp>
 #include <offload/outcome.hpp>
@@ -70,7 +71,7 @@ awaitable<T> await_with_deadline(awaitable<T> aw, deadline_spec deadline,
   if (!deadline.at && deadline.after <= std::chrono::steady_clock::duration::zero()) {
     throw_error(errc::timeout, says.not_started);
   }
-  const auto when = deadline.at ? *deadline.at : std::chrono::steady_clock::now() + deadline.after;
+  const auto when = deadline.at ? *deadline.at : deadline_after(deadline.after);
   auto ex = co_await net::this_coro::executor;
   auto group = std::make_shared<deadline_group<T>>();
   group->spawn(ex, 0, run_child<T>(group, &group->result, 0, std::move(aw)));

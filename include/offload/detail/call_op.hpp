@@ -6,6 +6,7 @@
 #include <offload/call_options.hpp>
 #include <offload/config.hpp>
 #include <offload/context.hpp>
+#include <offload/detail/deadline.hpp>
 #include <offload/detail/op.hpp>
 #include <offload/detail/op_allocator.hpp>
 #include <offload/detail/service.hpp>
@@ -202,7 +203,7 @@ struct call_extras {
   /// Settles deadline and timeout into one time point, counted from now (the call's co_await).
   std::chrono::steady_clock::time_point resolve_deadline() {
     if (timeout != std::chrono::steady_clock::duration::zero()) {
-      const auto by_timeout = std::chrono::steady_clock::now() + timeout;
+      const auto by_timeout = deadline_after(timeout);
       if (!deadline || by_timeout < *deadline) deadline = by_timeout;
       timeout = {};
     }

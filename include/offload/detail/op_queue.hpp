@@ -132,10 +132,10 @@ class op_queue {
     return all;
   }
 
-  /// Consumer only: how many nodes are queued and linked.
-  std::size_t size() const noexcept {
+  /// Consumer only: how many nodes are queued and linked, counting no further than `limit`.
+  std::size_t size(std::size_t limit = static_cast<std::size_t>(-1)) const noexcept {
     std::size_t n = 0;
-    for (op_base* op = head_.load(std::memory_order_relaxed); op != nullptr;
+    for (op_base* op = head_.load(std::memory_order_relaxed); op != nullptr && n < limit;
          op = next_of(op).load(std::memory_order_acquire)) {
       if (op != &stub_) ++n;
     }
