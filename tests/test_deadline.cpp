@@ -47,9 +47,10 @@ struct non_default {
 
 }  // namespace
 
-TEST_CASE("a call still queued at its deadline never runs; its awaiter hears timeout at the "
-          "deadline, while the thread is still busy",
-          "[deadline]") {
+TEST_CASE(
+    "a call still queued at its deadline never runs; its awaiter hears timeout at the "
+    "deadline, while the thread is still busy",
+    "[deadline]") {
   offload::thread_pool pool(1);
   offload::event_loop loop;
   std::latch started(1), release(1);
@@ -65,8 +66,8 @@ TEST_CASE("a call still queued at its deadline never runs; its awaiter hears tim
 
   const auto before = clock_type::now();
   const auto deadline = before + 50ms;
-  std::exception_ptr error =
-      loop.run_until_complete(error_of(offload::run_in_executor(pool, {.deadline = deadline}, queued)));
+  std::exception_ptr error = loop.run_until_complete(
+      error_of(offload::run_in_executor(pool, {.deadline = deadline}, queued)));
   const auto answered = clock_type::now();
   REQUIRE(code_of(error) == offload::errc::timeout);
   REQUIRE(answered >= deadline);
@@ -108,13 +109,13 @@ TEST_CASE("deadline and timeout together: the earlier wins", "[deadline]") {
   const auto read = [] { return *offload::from_thread::deadline(); };
   const auto far = clock_type::now() + 2h;
   SECTION("the timeout is earlier") {
-    const auto seen =
-        loop.run_until_complete(offload::run_in_executor(pool, {.deadline = far, .timeout = 1h}, read));
+    const auto seen = loop.run_until_complete(
+        offload::run_in_executor(pool, {.deadline = far, .timeout = 1h}, read));
     REQUIRE(seen < far);
   }
   SECTION("the deadline is earlier") {
-    const auto seen =
-        loop.run_until_complete(offload::run_in_executor(pool, {.deadline = far, .timeout = 3h}, read));
+    const auto seen = loop.run_until_complete(
+        offload::run_in_executor(pool, {.deadline = far, .timeout = 3h}, read));
     REQUIRE(seen == far);
   }
 }
@@ -129,9 +130,10 @@ static offload::thread_pool_options warm_single_thread() {
   return o;
 }
 
-TEST_CASE("at the deadline a running call's stop_token is signalled; under the wait policy its "
-          "awaiter hears timeout only once f has returned",
-          "[deadline]") {
+TEST_CASE(
+    "at the deadline a running call's stop_token is signalled; under the wait policy its "
+    "awaiter hears timeout only once f has returned",
+    "[deadline]") {
   offload::thread_pool pool(warm_single_thread());
   offload::event_loop loop;
   std::atomic<bool> started{false}, returned{false};
@@ -199,17 +201,17 @@ TEST_CASE("a call that beats its deadline returns its value, through to_thread t
 TEST_CASE("async_run refuses a deadline it could not keep", "[deadline]") {
   offload::thread_pool pool(1);
   auto f = [] { return 1; };
-  REQUIRE_THROWS_AS(
-      offload::async_run(pool, {.timeout = 1s}, f, offload::net::use_future), std::invalid_argument);
+  REQUIRE_THROWS_AS(offload::async_run(pool, {.timeout = 1s}, f, offload::net::use_future),
+                    std::invalid_argument);
 }
 
 TEST_CASE("wait_until: the value before the deadline, timeout after it", "[deadline][wait_until]") {
   offload::event_loop loop;
-  REQUIRE(loop.run_until_complete(
-              offload::wait_until(offload::to_thread([] { return 5; }), clock_type::now() + 1h)) == 5);
+  REQUIRE(loop.run_until_complete(offload::wait_until(offload::to_thread([] { return 5; }),
+                                                      clock_type::now() + 1h)) == 5);
   const auto deadline = clock_type::now() + 20ms;
-  std::exception_ptr error = loop.run_until_complete(
-      error_of(offload::wait_until(offload_test::sleep_for(1h), deadline)));
+  std::exception_ptr error =
+      loop.run_until_complete(error_of(offload::wait_until(offload_test::sleep_for(1h), deadline)));
   REQUIRE(code_of(error) == offload::errc::timeout);
   REQUIRE(clock_type::now() >= deadline);
 }
@@ -220,6 +222,6 @@ TEST_CASE("duration::max() means no limit: the deadline saturates instead of ove
   auto answer = [] { return 8; };
   REQUIRE(loop.run_until_complete(
               offload::to_thread({.timeout = clock_type::duration::max()}, answer)) == 8);
-  REQUIRE(loop.run_until_complete(offload::wait_for(offload::to_thread(answer),
-                                                    std::chrono::nanoseconds::max())) == 8);
+  REQUIRE(loop.run_until_complete(
+              offload::wait_for(offload::to_thread(answer), std::chrono::nanoseconds::max())) == 8);
 }

@@ -17,7 +17,6 @@
 #include <thread>
 #include <vector>
 
-
 using namespace std::chrono_literals;
 
 namespace {
@@ -47,6 +46,17 @@ class rendezvous {
   bool released_ = false;
 };
 
+// Submits `n` calls that each wait at `meeting`: for the others, or until it is released.
+std::vector<std::future<bool>> wait_at(offload::thread_pool& pool, rendezvous& meeting,
+                                       std::size_t n) {
+  std::vector<std::future<bool>> waiting;
+  for (std::size_t i = 0; i < n; ++i) {
+    waiting.push_back(offload::async_run(
+        pool, [&meeting] { return meeting.arrive_and_wait(30s); }, offload::net::use_future));
+  }
+  return waiting;
+}
+
 offload::thread_pool_options growing(std::size_t max_workers, std::size_t growth_max) {
   offload::thread_pool_options o;
   o.max_workers = max_workers;
@@ -61,11 +71,7 @@ TEST_CASE("calls blocked waiting for each other: the pool grows until all of the
   constexpr std::size_t calls = 8;
   offload::thread_pool pool(growing(1, calls));
   rendezvous all_in(calls);  // needs every call running at once: 8 threads on a 1-thread pool
-  std::vector<std::future<bool>> met;
-  for (std::size_t i = 0; i < calls; ++i) {
-    met.push_back(offload::async_run(
-        pool, [&] { return all_in.arrive_and_wait(30s); }, offload::net::use_future));
-  }
+  std::vector<std::future<bool>> met = wait_at(pool, all_in, calls);
   for (auto& m : met) REQUIRE(m.get());
   const offload::thread_pool_stats s = pool.stats();
   REQUIRE(s.peak_workers == calls);
@@ -76,11 +82,7 @@ TEST_CASE("calls blocked waiting for each other: the pool grows until all of the
 TEST_CASE("growth stops at its own cap", "[thread_pool][growth]") {
   offload::thread_pool pool(growing(1, 3));
   rendezvous never(100);  // nobody meets: the calls wait until released
-  std::vector<std::future<bool>> waiting;
-  for (int i = 0; i < 6; ++i) {
-    waiting.push_back(offload::async_run(
-        pool, [&] { return never.arrive_and_wait(30s); }, offload::net::use_future));
-  }
+  std::vector<std::future<bool>> waiting = wait_at(pool, never, 6);
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (pool.stats().workers < 3 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(1ms);
@@ -97,11 +99,7 @@ TEST_CASE("growth stops at its own cap", "[thread_pool][growth]") {
 TEST_CASE("without grow_when_blocked a pool never passes max_workers", "[thread_pool][growth]") {
   offload::thread_pool pool(1);
   rendezvous never(100);
-  std::vector<std::future<bool>> waiting;
-  for (int i = 0; i < 4; ++i) {
-    waiting.push_back(offload::async_run(
-        pool, [&] { return never.arrive_and_wait(30s); }, offload::net::use_future));
-  }
+  std::vector<std::future<bool>> waiting = wait_at(pool, never, 4);
   std::this_thread::sleep_for(100ms);  // the chance to grow, which it must not take
   const offload::thread_pool_stats s = pool.stats();
   never.release();
@@ -141,10 +139,7 @@ TEST_CASE("calls that compute on every CPU keep blocked calls waiting: no growth
   {
     spinners computing;
     computing.start(pool, cpus);  // first: they take every thread
-    for (int i = 0; i < 3; ++i) {
-      blocked.push_back(offload::async_run(
-          pool, [&] { return never.arrive_and_wait(30s); }, offload::net::use_future));
-    }
+    blocked = wait_at(pool, never, 3);
     std::this_thread::sleep_for(100ms);  // twenty periods: the chance to grow, not to be taken
     const offload::thread_pool_stats s = pool.stats();
     REQUIRE(s.grown == 0);
@@ -163,10 +158,7 @@ TEST_CASE("with a CPU left free by the computing calls, the pool grows for the b
   std::vector<std::future<bool>> blocked;
   spinners computing;
   computing.start(pool, cpus - 1);  // one thread is left for a blocked call
-  for (int i = 0; i < 4; ++i) {
-    blocked.push_back(offload::async_run(
-        pool, [&] { return never.arrive_and_wait(30s); }, offload::net::use_future));
-  }
+  blocked = wait_at(pool, never, 4);
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (pool.stats().grown == 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(1ms);
@@ -190,11 +182,7 @@ TEST_CASE("threads started by growth exit after keep_alive idle", "[thread_pool]
   o.keep_alive = 20ms;
   offload::thread_pool pool(o);
   rendezvous all_in(calls);
-  std::vector<std::future<bool>> met;
-  for (std::size_t i = 0; i < calls; ++i) {
-    met.push_back(offload::async_run(
-        pool, [&] { return all_in.arrive_and_wait(30s); }, offload::net::use_future));
-  }
+  std::vector<std::future<bool>> met = wait_at(pool, all_in, calls);
   for (auto& m : met) REQUIRE(m.get());
   REQUIRE(pool.stats().peak_workers == calls);
   const auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -203,6 +191,7 @@ TEST_CASE("threads started by growth exit after keep_alive idle", "[thread_pool]
   }
   REQUIRE(pool.stats().workers == 0);
   // And the pool still works, from zero threads.
-  auto f = offload::async_run(pool, [] { return 3; }, offload::net::use_future);
+  auto f = offload::async_run(
+      pool, [] { return 3; }, offload::net::use_future);
   REQUIRE(f.get() == 3);
 }
