@@ -315,3 +315,280 @@ TEST_CASE("an as_completed stream never awaited starts nothing", "[as_completed]
   pool.shutdown();
   CHECK_FALSE(ran.load());
 }
+
+// -- calls started directly ------------------------------------------------------------------
+// Kept as offload::call<T>, offloaded calls are started by gather, as_completed and wait_for
+// without a coroutine each: the same rules must hold on that path.
+
+namespace {
+
+// Blocks until its stop_token is stopped (or 10 s pass); counts how many were stopped.
+auto blocks_until_stopped(std::atomic<int>* stopped) {
+  return [stopped](std::stop_token stop) {
+    const auto guard = std::chrono::steady_clock::now() + 10s;
+    while (!stop.stop_requested() && std::chrono::steady_clock::now() < guard) {
+      std::this_thread::sleep_for(1ms);
+    }
+    if (stop.stop_requested()) stopped->fetch_add(1);
+    return -1;
+  };
+}
+
+// The calls of a gather whose first failure must cancel the rest: the first fails once the
+// second is running (so that one must be stopped); two more wait behind a pool whose thread is
+// held until finish() (so, cancelled, they never start).
+struct failing_batch {
+  offload::thread_pool failing{1}, running{1}, held{1};
+  std::latch running_started{1}, release_held{1};
+  std::atomic<int> stopped{0}, queued_ran{0};
+
+  failing_batch() {
+    offload::async_run(held, [this] { release_held.wait(); }, [](std::exception_ptr) {});
+  }
+
+  std::vector<offload::call<int>> calls() {
+    std::vector<offload::call<int>> out;
+    out.push_back(offload::run_in_executor(failing, [this]() -> int {
+      running_started.wait();
+      throw offload_test::my_error(9);
+    }));
+    auto blocker = blocks_until_stopped(&stopped);
+    out.push_back(offload::run_in_executor(running, [this, blocker](std::stop_token stop) {
+      running_started.count_down();
+      return blocker(std::move(stop));
+    }));
+    for (int i = 0; i < 2; ++i) {
+      out.push_back(offload::run_in_executor(held, [this] { return ++queued_ran; }));
+    }
+    return out;
+  }
+
+  void finish() {
+    release_held.count_down();
+    held.shutdown();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("to_thread and run_in_executor make calls that start directly until made awaitables",
+          "[gather][call]") {
+  offload::thread_pool pool(1);
+  auto body = [&]() -> offload::awaitable<void> {
+    auto direct = offload::run_in_executor(pool, [] { return 1; });
+    CHECK(offload::detail::call_access::launcher(direct) != nullptr);
+    offload::awaitable<int> plain = std::move(direct);  // converted: the call moves along
+    CHECK(offload::detail::call_access::launcher(direct) == nullptr);
+    const int one = co_await std::move(plain);  // named: GCC 12's co_await temporaries
+    CHECK(one == 1);
+
+    auto with_deadline = offload::to_thread({.timeout = 10s}, [] { return 2; });
+    CHECK(offload::detail::call_access::launcher(with_deadline) == nullptr);  // a coroutine
+    const int two = co_await std::move(with_deadline);
+    CHECK(two == 2);
+
+    auto moved = offload::to_thread([] { return 3; });
+    auto moved_to = std::move(moved);
+    CHECK(offload::detail::call_access::launcher(moved) == nullptr);
+    CHECK(offload::detail::call_access::launcher(moved_to) != nullptr);
+    const int three = co_await std::move(moved_to);
+    CHECK(three == 3);
+  };
+  offload::run(body());
+}
+
+TEST_CASE("gather over calls: results in order, void and no-default results, mixed with "
+          "awaitables",
+          "[gather][call]") {
+  std::latch all(3);
+  auto body = [&]() -> offload::awaitable<void> {
+    auto meets = [&all](int v) {
+      return [&all, v] {
+        all.arrive_and_wait();  // all three run at once
+        return v;
+      };
+    };
+    auto [a, b, c] = co_await offload::gather(offload::to_thread(meets(1)),
+                                              offload::to_thread(meets(2)), meet(&all, 3));
+    CHECK(std::make_tuple(a, b, c) == std::make_tuple(1, 2, 3));
+
+    auto nothing = [] {};
+    auto make = [] { return no_default(5); };
+    auto [v, n] = co_await offload::gather(offload::to_thread(std::move(nothing)),
+                                           offload::to_thread(std::move(make)));
+    static_assert(std::is_same_v<decltype(v), std::monostate>);
+    CHECK(n.value == 5);
+
+    std::vector<offload::call<int>> calls;
+    for (int i = 0; i < 1000; ++i) calls.push_back(offload::to_thread([i] { return i; }));
+    calls.push_back(offload::to_thread({.timeout = 10s}, [] { return 1000; }));
+    auto values = co_await offload::gather(std::move(calls));
+    std::vector<int> expected(1001);
+    std::iota(expected.begin(), expected.end(), 0);
+    CHECK(values == expected);
+
+    std::vector<offload::call<no_default>> objects;
+    objects.push_back(offload::to_thread([] { return no_default(7); }));
+    auto made = co_await offload::gather(std::move(objects));
+    CHECK(made.at(0).value == 7);
+  };
+  offload::run(body());
+}
+
+TEST_CASE("gather over calls: the first failure stops the running sibling and the queued ones "
+          "never start",
+          "[gather][call][cancellation]") {
+  failing_batch batch;
+  int code = 0;
+  auto body = [&]() -> offload::awaitable<void> {
+    try {
+      co_await offload::gather(batch.calls());
+    } catch (const offload_test::my_error& e) {
+      code = e.code;
+    }
+  };
+  offload::run(body());
+  batch.finish();
+  CHECK(code == 9);
+  CHECK(batch.stopped.load() == 1);
+  CHECK(batch.queued_ran.load() == 0);
+}
+
+TEST_CASE("gather(return_exceptions) over calls lets every call finish", "[gather][call]") {
+  offload::thread_pool pool(1);
+  auto body = [&]() -> offload::awaitable<void> {
+    std::vector<offload::call<int>> calls;
+    calls.push_back(offload::run_in_executor(pool, []() -> int { throw offload_test::my_error(4); }));
+    calls.push_back(offload::run_in_executor(pool, [] { return 10; }));
+    auto outcomes = co_await offload::gather(offload::return_exceptions, std::move(calls));
+    REQUIRE(outcomes.size() == 2);
+    CHECK(outcomes[0].has_error());
+    CHECK(outcomes[1].value() == 10);
+  };
+  offload::run(body());
+}
+
+TEST_CASE("cancelling the awaiter of gather over calls stops them and reports cancellation",
+          "[gather][call][cancellation]") {
+  offload::event_loop loop;
+  std::atomic<int> stopped{0};
+  std::exception_ptr error;
+  bool done = false;
+  auto body = [](std::atomic<int>* s) -> offload::awaitable<void> {
+    co_await offload::gather(offload::to_thread(blocks_until_stopped(s)),
+                             offload::to_thread(blocks_until_stopped(s)));
+  };
+  net::cancellation_signal signal;
+  net::co_spawn(loop.get_executor(), body(&stopped),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  error = e;
+                  done = true;
+                }));
+  loop.run_until_complete(
+      offload_test::wait_until([&] { return loop.default_executor_pool().stats().running == 2; }));
+  signal.emit(net::cancellation_type::terminal);
+  loop.run_until_complete(offload_test::wait_until([&] { return done; }));
+  CHECK(is_cancelled(error));
+  CHECK(stopped.load() == 2);  // both stopped, and returned before gather reported
+}
+
+TEST_CASE("as_completed over calls yields each result as it finishes", "[as_completed][call]") {
+  offload::thread_pool pool(3);
+  std::latch release_first(1), release_last(1);
+  auto body = [&]() -> offload::awaitable<void> {
+    std::vector<offload::call<int>> calls;
+    calls.push_back(offload::run_in_executor(pool, [&] {
+      release_last.wait();
+      return 0;
+    }));
+    calls.push_back(offload::run_in_executor(pool, [] { return 1; }));
+    calls.push_back(offload::run_in_executor(pool, [&] {
+      release_first.wait();
+      return 2;
+    }));
+    auto stream = offload::as_completed(std::move(calls));
+    std::vector<int> order;
+    order.push_back(co_await stream.next());
+    release_first.count_down();
+    order.push_back(co_await stream.next());
+    release_last.count_down();
+    order.push_back(co_await stream.next());
+    CHECK(order == std::vector<int>{1, 2, 0});
+    CHECK(stream.last_index() == 0);
+  };
+  offload::run(body());
+}
+
+TEST_CASE("wait_for over a call: a queued call never starts, a running one is stopped",
+          "[timeout][call]") {
+  offload::thread_pool pool(1);
+  std::latch started(1), release(1);
+  std::atomic<int> stopped{0}, queued_ran{0};
+  auto timeout_of = [](offload::awaitable<int> aw) -> offload::awaitable<std::error_code> {
+    try {
+      co_await std::move(aw);
+    } catch (const std::system_error& e) {
+      co_return e.code();
+    }
+    co_return std::error_code();
+  };
+  auto body = [&]() -> offload::awaitable<void> {
+    auto blocker = [&] {
+      started.count_down();
+      release.wait();
+    };
+    offload::async_run(pool, std::move(blocker), [](std::exception_ptr) {});
+    started.wait();
+    auto queued = offload::run_in_executor(pool, [&queued_ran] { return ++queued_ran; });
+    auto waited = offload::wait_for(std::move(queued), 20ms);
+    const std::error_code queued_code = co_await timeout_of(std::move(waited));
+    CHECK(queued_code == offload::errc::timeout);
+    release.count_down();
+
+    // Generous: the thread is free and warm, so the call is running well before its deadline.
+    auto running = offload::run_in_executor(pool, blocks_until_stopped(&stopped));
+    const auto deadline = std::chrono::steady_clock::now() + 300ms;
+    auto waited_until = offload::wait_until(std::move(running), deadline);
+    const std::error_code running_code = co_await timeout_of(std::move(waited_until));
+    CHECK(running_code == offload::errc::timeout);
+  };
+  offload::run(body());
+  pool.shutdown();
+  CHECK(queued_ran.load() == 0);
+  CHECK(stopped.load() == 1);
+}
+
+TEST_CASE("gather over calls from a coroutine on any executor: an io_context's, a thread pool's",
+          "[gather][call][cancellation]") {
+  offload::thread_pool pool(1);
+  failing_batch batch;
+  auto body = [&]() -> offload::awaitable<int> {
+    std::vector<offload::call<int>> calls;
+    for (int i = 1; i <= 3; ++i) calls.push_back(offload::run_in_executor(pool, [i] { return i; }));
+    const std::vector<int> values = co_await offload::gather(std::move(calls));
+    CHECK(values == std::vector<int>{1, 2, 3});
+    // The first failure still reaches the siblings through their cancellation slots.
+    int code = 0;
+    try {
+      co_await offload::gather(batch.calls());
+    } catch (const offload_test::my_error& e) {
+      code = e.code;
+    }
+    co_return code;
+  };
+  SECTION("an io_context's executor") {
+    net::io_context io;
+    auto done = net::co_spawn(io, body(), net::use_future);
+    io.run();
+    CHECK(done.get() == 9);
+  }
+  SECTION("an Asio thread pool's executor (neither a strand nor an io_context)") {
+    net::thread_pool asio_pool(1);
+    auto done = net::co_spawn(asio_pool.get_executor(), body(), net::use_future);
+    CHECK(done.get() == 9);
+    asio_pool.join();
+  }
+  batch.finish();
+  CHECK(batch.stopped.load() == 1);
+  CHECK(batch.queued_ran.load() == 0);
+}

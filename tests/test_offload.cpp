@@ -13,11 +13,13 @@ TEST_CASE("offload.hpp brings the whole public API", "[offload]") {
   STATIC_REQUIRE(std::is_class_v<offload::concurrent_future<int>>);
   STATIC_REQUIRE(std::is_class_v<offload::task<int>>);
   STATIC_REQUIRE(std::is_class_v<offload::work_item>);
+  // A call<T> is an awaitable<T> that gather and wait_for can start without a coroutine.
   STATIC_REQUIRE(
-      std::is_same_v<decltype(offload::to_thread([] { return 1; })), offload::awaitable<int>>);
+      std::is_same_v<decltype(offload::to_thread([] { return 1; })), offload::call<int>>);
+  STATIC_REQUIRE(std::is_base_of_v<offload::awaitable<int>, offload::call<int>>);
   STATIC_REQUIRE(
       std::is_same_v<decltype(offload::run_in_executor(offload::default_executor, [] {})),
-                     offload::awaitable<void>>);
+                     offload::call<void>>);
   CHECK(offload::run([]() -> offload::awaitable<int> {
           co_return co_await offload::to_thread([] { return 6 * 7; });
         }()) == 42);

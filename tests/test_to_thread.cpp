@@ -231,7 +231,7 @@ TEST_CASE("an exception thrown by f arrives at the co_await with its original ty
 // -- result kinds ----------------------------------------------------------------------------
 
 offload::awaitable<void> void_result(std::atomic<int>& hits) {
-  static_assert(std::is_same_v<decltype(offload::to_thread([] {})), offload::awaitable<void>>);
+  static_assert(std::is_same_v<decltype(offload::to_thread([] {})), offload::call<void>>);
   co_await offload::to_thread([&hits] { hits.fetch_add(1); });
   CHECK(hits.load() == 1);  // done before the co_await resumed
   int out = 0;

@@ -4,6 +4,7 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/call.hpp>
 #include <offload/config.hpp>
 #include <offload/detail/child_group.hpp>
 #include <offload/errors.hpp>
@@ -35,11 +36,23 @@ template <typename T>
 struct awaitable_traits {
   static constexpr bool is_awaitable = false;
 };
-template <typename T, typename Executor>
-struct awaitable_traits<net::awaitable<T, Executor>> {
+template <typename T>
+struct awaitable_traits<net::awaitable<T, net::any_io_executor>> {
   static constexpr bool is_awaitable = true;
   using value_type = T;
 };
+template <typename T>
+struct awaitable_traits<call<T>> {
+  static constexpr bool is_awaitable = true;
+  using value_type = T;
+};
+
+/// What gather and as_completed take: an awaitable<T>, or a call<T>, which they start directly.
+template <typename A>
+concept gatherable = awaitable_traits<A>::is_awaitable;
+
+template <typename A>
+using gatherable_value_t = typename awaitable_traits<A>::value_type;
 
 template <typename Range>
 concept awaitable_range =
@@ -67,12 +80,13 @@ gathered_t<T> take_value(outcome<T>& o) {
 template <typename... T>
 class tuple_group final : public child_group {
  public:
-  tuple_group() : child_group(sizeof...(T)) {}
+  explicit tuple_group(on_failure failure)
+      : child_group(sizeof...(T), wake_on::all_finished, failure) {}
 
-  template <typename Executor, std::size_t... I>
-  void spawn_all(const Executor& ex, std::index_sequence<I...>, awaitable<T>&&... aws) {
-    auto self = std::static_pointer_cast<tuple_group>(shared_from_this());
-    (spawn(ex, I, run_child<T>(self, &std::get<I>(results), I, std::move(aws))), ...);
+  template <std::size_t... I, typename... A>
+  void start_all(const net::any_io_executor& ex, std::index_sequence<I...>, A&&... aws) {
+    const std::shared_ptr<child_group> self = shared_from_this();
+    (start_child<T>(self, ex, I, &std::get<I>(results), std::forward<A>(aws)), ...);
   }
 
   std::exception_ptr error_at(std::size_t index) const {
@@ -89,39 +103,43 @@ class tuple_group final : public child_group {
 template <typename T>
 class range_group final : public child_group {
  public:
-  explicit range_group(std::size_t size) : child_group(size), results(size) {}
+  range_group(std::size_t size, wake_on wake, on_failure failure)
+      : child_group(size, wake, failure), results(size) {}
 
-  template <typename Executor>
-  void spawn_all(const Executor& ex, std::vector<awaitable<T>>& aws) {
-    auto self = std::static_pointer_cast<range_group>(shared_from_this());
-    for (std::size_t i = 0; i < aws.size(); ++i)
-      spawn(ex, i, run_child<T>(self, &results[i], i, std::move(aws[i])));
+  void start_all(const net::any_io_executor& ex, std::vector<call<T>>& calls) {
+    const std::shared_ptr<child_group> self = shared_from_this();
+    for (std::size_t i = 0; i < calls.size(); ++i)
+      start_child<T>(self, ex, i, &results[i], std::move(calls[i]));
   }
 
   std::vector<outcome<T>> results;
 };
 
-/// Waits until every child has finished; with `cancel_on_failure`, the first failure cancels
-/// the others (they are still awaited).
+/// Waits until every child has finished.
 template <typename Group>
-awaitable<std::shared_ptr<Group>> await_all(std::shared_ptr<Group> group,
-                                            bool cancel_on_failure) {
-  bool siblings_cancelled = false;
-  co_return co_await park_while(std::move(group), [&](Group& g) {
-    if (cancel_on_failure && !siblings_cancelled && g.first_failure() != child_group::none) {
-      siblings_cancelled = true;
-      g.cancel_children();
-    }
-    return !g.all_finished();
-  });
+awaitable<std::shared_ptr<Group>> await_all(std::shared_ptr<Group> group) {
+  return park_while(std::move(group), [](Group& g) { return !g.all_finished(); });
 }
 
+/// The range's elements as calls (an awaitable becomes a call that is not started directly);
+/// a vector of calls is taken as it is.
 template <typename Range>
-std::vector<awaitable<range_awaitable_value_t<Range>>> collect(Range& range) {
-  std::vector<awaitable<range_awaitable_value_t<Range>>> out;
-  if constexpr (std::ranges::sized_range<Range>) out.reserve(std::ranges::size(range));
-  for (auto&& aw : range) out.push_back(std::move(aw));
-  return out;
+std::vector<call<range_awaitable_value_t<Range>>> collect(Range& range) {
+  using T = range_awaitable_value_t<Range>;
+  if constexpr (std::is_same_v<Range, std::vector<call<T>>>) {
+    return std::move(range);
+  } else {
+    std::vector<call<T>> out;
+    if constexpr (std::ranges::sized_range<Range>) out.reserve(std::ranges::size(range));
+    for (auto&& aw : range) {
+      if constexpr (is_call<std::remove_cvref_t<decltype(aw)>>::value) {
+        out.push_back(std::move(aw));
+      } else {
+        out.push_back(call_access::make<T>(std::move(aw), nullptr));
+      }
+    }
+    return out;
+  }
 }
 
 inline void rethrow_if_parent_cancelled(const child_group& group, const char* where) {
@@ -134,29 +152,35 @@ inline void rethrow_if_parent_cancelled(const child_group& group, const char* wh
 /// awaiting coroutine's executor and yields their results in argument order (std::monostate
 /// for void). The first exception cancels the others; once they have finished it is rethrown
 /// (asyncio's gather leaves them running). Cancelling the awaiter cancels them all.
-template <typename... T>
-awaitable<std::tuple<detail::gathered_t<T>...>> gather(awaitable<T>... aws) {
+template <detail::gatherable... A>
+awaitable<std::tuple<detail::gathered_t<detail::gatherable_value_t<A>>...>> gather(A... aws) {
   auto ex = co_await net::this_coro::executor;
-  auto group = std::make_shared<detail::tuple_group<T...>>();
-  group->spawn_all(ex, std::index_sequence_for<T...>{}, std::move(aws)...);
-  group = co_await detail::await_all(std::move(group), true);
+  auto group = std::make_shared<detail::tuple_group<detail::gatherable_value_t<A>...>>(
+      detail::on_failure::cancel_siblings);
+  group->start_all(ex, std::index_sequence_for<A...>{}, std::move(aws)...);
+  group = co_await detail::await_all(std::move(group));
   detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
   if (const std::size_t failed = group->first_failure(); failed != detail::child_group::none) {
     std::rethrow_exception(group->error_at(failed));
   }
   co_return std::apply(
-      [](auto&... o) { return std::tuple<detail::gathered_t<T>...>(detail::take_value(o)...); },
+      [](auto&... o) {
+        return std::tuple<detail::gathered_t<detail::gatherable_value_t<A>>...>(
+            detail::take_value(o)...);
+      },
       group->results);
 }
 
 /// `gather(return_exceptions, f(), g())`: every awaitable runs to the end; yields one
 /// outcome (value or exception) per argument.
-template <typename... T>
-awaitable<std::tuple<outcome<T>...>> gather(return_exceptions_t, awaitable<T>... aws) {
+template <detail::gatherable... A>
+awaitable<std::tuple<outcome<detail::gatherable_value_t<A>>...>> gather(return_exceptions_t,
+                                                                         A... aws) {
   auto ex = co_await net::this_coro::executor;
-  auto group = std::make_shared<detail::tuple_group<T...>>();
-  group->spawn_all(ex, std::index_sequence_for<T...>{}, std::move(aws)...);
-  group = co_await detail::await_all(std::move(group), false);
+  auto group = std::make_shared<detail::tuple_group<detail::gatherable_value_t<A>...>>(
+      detail::on_failure::let_run);
+  group->start_all(ex, std::index_sequence_for<A...>{}, std::move(aws)...);
+  group = co_await detail::await_all(std::move(group));
   detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
   co_return std::move(group->results);
 }
@@ -170,9 +194,10 @@ auto gather(Range aws) -> awaitable<std::conditional_t<
   using T = detail::range_awaitable_value_t<Range>;
   auto ex = co_await net::this_coro::executor;
   auto children = detail::collect(aws);
-  auto group = std::make_shared<detail::range_group<T>>(children.size());
-  group->spawn_all(ex, children);
-  group = co_await detail::await_all(std::move(group), true);
+  auto group = std::make_shared<detail::range_group<T>>(
+      children.size(), detail::wake_on::all_finished, detail::on_failure::cancel_siblings);
+  group->start_all(ex, children);
+  group = co_await detail::await_all(std::move(group));
   detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
   if (const std::size_t failed = group->first_failure(); failed != detail::child_group::none) {
     std::rethrow_exception(group->results[failed].error());
@@ -192,9 +217,10 @@ auto gather(return_exceptions_t, Range aws)
   using T = detail::range_awaitable_value_t<Range>;
   auto ex = co_await net::this_coro::executor;
   auto children = detail::collect(aws);
-  auto group = std::make_shared<detail::range_group<T>>(children.size());
-  group->spawn_all(ex, children);
-  group = co_await detail::await_all(std::move(group), false);
+  auto group = std::make_shared<detail::range_group<T>>(
+      children.size(), detail::wake_on::all_finished, detail::on_failure::let_run);
+  group->start_all(ex, children);
+  group = co_await detail::await_all(std::move(group));
   detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
   co_return std::move(group->results);
 }
@@ -203,7 +229,7 @@ auto gather(return_exceptions_t, Range aws)
 template <typename T>
 class as_completed_stream {
  public:
-  explicit as_completed_stream(std::vector<awaitable<T>> aws)
+  explicit as_completed_stream(std::vector<call<T>> aws)
       : pending_(std::move(aws)), size_(pending_.size()), remaining_(size_) {}
   as_completed_stream(as_completed_stream&&) noexcept = default;
   as_completed_stream& operator=(as_completed_stream&&) = delete;
@@ -226,8 +252,9 @@ class as_completed_stream {
     if (remaining_ == 0) throw std::out_of_range("offload::as_completed: no results remain");
     if (!group_) {
       auto ex = co_await net::this_coro::executor;
-      group_ = std::make_shared<detail::range_group<T>>(size_);
-      group_->spawn_all(ex, pending_);
+      group_ = std::make_shared<detail::range_group<T>>(size_, detail::wake_on::each_finish,
+                                                        detail::on_failure::let_run);
+      group_->start_all(ex, pending_);
       pending_.clear();
     }
     auto nothing_finished = [](detail::range_group<T>& g) { return !g.has_finished(); };
@@ -245,7 +272,7 @@ class as_completed_stream {
   }
 
  private:
-  std::vector<awaitable<T>> pending_;
+  std::vector<call<T>> pending_;
   std::shared_ptr<detail::range_group<T>> group_;
   std::size_t size_;
   std::size_t remaining_;

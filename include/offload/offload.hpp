@@ -3,6 +3,7 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/call.hpp>
 #include <offload/call_options.hpp>
 #include <offload/config.hpp>
 #include <offload/context.hpp>

@@ -4,6 +4,7 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/call.hpp>
 #include <offload/config.hpp>
 #include <offload/detail/deadline.hpp>
 #include <offload/detail/child_group.hpp>
@@ -23,7 +24,7 @@ namespace detail {
 template <typename T>
 class deadline_group final : public child_group {
  public:
-  deadline_group() : child_group(1) {}
+  deadline_group() : child_group(1, wake_on::all_finished, on_failure::let_run) {}
 
   /// The timer fired: if the operation is still running it is cancelled and the outcome is
   /// the timeout (even if it then finishes anyway).
@@ -65,16 +66,16 @@ struct deadline_messages {
 };
 
 /// aw's result, or errc::timeout once the deadline passes; the clock is read when awaited.
-template <typename T>
-awaitable<T> await_with_deadline(awaitable<T> aw, deadline_spec deadline,
-                                 const deadline_messages& says) {
+/// A call<T> is started directly, anything else in a coroutine.
+template <typename T, typename A>
+awaitable<T> await_with_deadline(A aw, deadline_spec deadline, const deadline_messages& says) {
   if (!deadline.at && deadline.after <= std::chrono::steady_clock::duration::zero()) {
     throw_error(errc::timeout, says.not_started);
   }
   const auto when = deadline.at ? *deadline.at : deadline_after(deadline.after);
   auto ex = co_await net::this_coro::executor;
   auto group = std::make_shared<deadline_group<T>>();
-  group->spawn(ex, 0, run_child<T>(group, &group->result, 0, std::move(aw)));
+  start_child<T>(group, ex, 0, &group->result, std::move(aw));
 
   net::steady_timer timer(ex, when);
   timer.async_wait([group](const net_error_code& ec) {
@@ -87,6 +88,15 @@ awaitable<T> await_with_deadline(awaitable<T> aw, deadline_spec deadline,
   if (group->parent_cancelled()) std::rethrow_exception(make_cancelled(says.cancelled));
   if (group->timed_out()) throw_error(errc::timeout, says.timed_out);
   co_return std::move(group->result).value();
+}
+
+/// d in steady_clock ticks: a positive d too small for the clock still waits one tick rather
+/// than none; zero for a d that is not positive.
+template <typename Rep, typename Period>
+std::chrono::steady_clock::duration positive_ticks(std::chrono::duration<Rep, Period> d) {
+  return d > std::chrono::duration<Rep, Period>::zero()
+             ? std::chrono::ceil<std::chrono::steady_clock::duration>(d)
+             : std::chrono::steady_clock::duration::zero();
 }
 
 inline constexpr deadline_messages wait_for_messages{
@@ -107,18 +117,26 @@ inline constexpr deadline_messages wait_until_messages{
 /// executor; a deadline already past still starts it, and cancels it at once.
 template <typename T>
 awaitable<T> wait_until(awaitable<T> aw, std::chrono::steady_clock::time_point when) {
-  return detail::await_with_deadline(std::move(aw), {.at = when}, detail::wait_until_messages);
+  return detail::await_with_deadline<T>(std::move(aw), {.at = when}, detail::wait_until_messages);
+}
+/// wait_until for an offloaded call: started directly, without a coroutine around it.
+template <typename T>
+awaitable<T> wait_until(call<T> c, std::chrono::steady_clock::time_point when) {
+  return detail::await_with_deadline<T>(std::move(c), {.at = when}, detail::wait_until_messages);
 }
 
 /// `co_await wait_for(aw, d)`: wait_until(aw, now + d), the clock read when it is awaited.
 /// `d <= 0`: timeout at once, `aw` is never started.
 template <typename T, typename Rep, typename Period>
 awaitable<T> wait_for(awaitable<T> aw, std::chrono::duration<Rep, Period> d) {
-  // A positive d too small for the clock still waits one tick rather than none.
-  const auto after = d > std::chrono::duration<Rep, Period>::zero()
-                         ? std::chrono::ceil<std::chrono::steady_clock::duration>(d)
-                         : std::chrono::steady_clock::duration::zero();
-  return detail::await_with_deadline(std::move(aw), {.after = after}, detail::wait_for_messages);
+  return detail::await_with_deadline<T>(std::move(aw), {.after = detail::positive_ticks(d)},
+                                        detail::wait_for_messages);
+}
+/// wait_for for an offloaded call: started directly, without a coroutine around it.
+template <typename T, typename Rep, typename Period>
+awaitable<T> wait_for(call<T> c, std::chrono::duration<Rep, Period> d) {
+  return detail::await_with_deadline<T>(std::move(c), {.after = detail::positive_ticks(d)},
+                                        detail::wait_for_messages);
 }
 
 }  // namespace offload

@@ -4,10 +4,12 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/call.hpp>
 #include <offload/call_options.hpp>
 #include <offload/config.hpp>
 #include <offload/context.hpp>
 #include <offload/detail/call_op.hpp>
+#include <offload/detail/op_allocator.hpp>
 #include <offload/detail/service.hpp>
 #include <offload/errors.hpp>
 #include <offload/limiter.hpp>
@@ -492,36 +494,89 @@ awaitable<typename Call::value_type> offload_call_by_deadline(target_holder<Targ
       "offload::to_thread / run_in_executor: the call's deadline passed (it was cancelled)",
       "offload::to_thread / run_in_executor: the awaiter was cancelled", ""};
   if constexpr (std::is_void_v<value_type> || std::is_default_constructible_v<value_type>) {
-    co_return co_await await_with_deadline(std::move(op), {.at = deadline}, says);
+    co_return co_await await_with_deadline<value_type>(std::move(op), {.at = deadline}, says);
   } else {
     auto unwrapped = unwrap_optional<value_type>(std::move(op));  // named: GCC 12's co_await
-    co_return co_await await_with_deadline(std::move(unwrapped), {.at = deadline}, says);
+    co_return co_await await_with_deadline<value_type>(std::move(unwrapped), {.at = deadline},
+                                                         says);
   }
 }
 
+/// A call made but not started: its initiation and its callable, until it is awaited (as the
+/// operation of its awaitable) or launched as a group's child.
+template <typename Target, typename Extras, typename Call>
+class deferred_call final : public call_launcher<typename Call::value_type> {
+ public:
+  using value_type = typename Call::value_type;
+
+  deferred_call(initiate_run<Target, Extras>&& initiation, Call&& call)
+      : initiation_(std::move(initiation)), call_(std::move(call)) {}
+
+  template <typename Handler>
+  void start(Handler&& handler) {
+    initiation_(std::forward<Handler>(handler), std::move(call_));
+  }
+
+  // The child's handler is bound to the executor's concrete type where offload has a
+  // completion queue for it, so the node keeps no copy of the executor (see run_bound).
+  void launch(child_completion<value_type> completion,
+              const net::any_io_executor& ex) noexcept override {
+    if (const auto* strand = executor_target<loop_strand_type>(ex)) {
+      initiation_.run_bound(net::bind_executor(*strand, std::move(completion)), std::move(call_));
+    } else if (const auto* io = executor_target<net::io_context::executor_type>(ex)) {
+      initiation_.run_bound(net::bind_executor(*io, std::move(completion)), std::move(call_));
+    } else {
+      initiation_(net::bind_executor(ex, std::move(completion)), std::move(call_));
+    }
+  }
+
+ private:
+  initiate_run<Target, Extras> initiation_;
+  Call call_;
+};
+
+/// The operation of a call's awaitable: starts the deferred call, which it owns, when awaited.
+template <typename Deferred>
+struct start_deferred {
+  std::unique_ptr<Deferred, cached_delete<Deferred>> deferred;
+
+  template <typename Handler>
+  void operator()(Handler&& handler) {
+    auto started = std::move(deferred);  // freed as soon as the call is under way
+    started->start(std::forward<Handler>(handler));
+  }
+};
+
 template <typename Target, typename Extras, typename F, typename... Args>
 auto offload_call(Target&& target, Extras&& extras, F&& f, Args&&... args)
-    -> awaitable<call_value_t<F, Args...>> {
+    -> call<call_value_t<F, Args...>> {
   check_call<F, Args...>();
   if constexpr (callable_with<F, Args...>) {
     using call_type = call_for<F, Args...>;
     using value_type = typename call_type::value_type;
     using signature = completion_signature_t<value_type>;
-    if constexpr (std::is_same_v<std::decay_t<Extras>, call_extras>) {
-      if (extras.has_deadline()) {
-        return offload_call_by_deadline<Target, call_type>(
-            target_holder<Target>::make(std::forward<Target>(target)), std::move(extras),
-            call_type(std::forward<F>(f), std::forward<Args>(args)...));
+    using extras_type = std::decay_t<Extras>;
+    if constexpr (std::is_same_v<extras_type, call_extras>) {
+      if (extras.has_deadline()) {  // a coroutine around the call: it is not started directly
+        return call_access::make<value_type>(
+            offload_call_by_deadline<Target, call_type>(
+                target_holder<Target>::make(std::forward<Target>(target)), std::move(extras),
+                call_type(std::forward<F>(f), std::forward<Args>(args)...)),
+            nullptr);
       }
     }
+    using deferred_type = deferred_call<Target, extras_type, call_type>;
+    auto deferred = make_cached<deferred_type>(
+        initiate_run<Target, extras_type>{target_holder<Target>::make(std::forward<Target>(target)),
+                                          std::move(extras)},
+        call_type(std::forward<F>(f), std::forward<Args>(args)...));
+    deferred_type* launcher = deferred.get();
     auto op = net::async_initiate<const net::use_awaitable_t<>&, signature>(
-        initiate_run<Target, std::decay_t<Extras>>{
-            target_holder<Target>::make(std::forward<Target>(target)), std::move(extras)},
-        net::use_awaitable, call_type(std::forward<F>(f), std::forward<Args>(args)...));
+        start_deferred<deferred_type>{std::move(deferred)}, net::use_awaitable);
     if constexpr (std::is_void_v<value_type> || std::is_default_constructible_v<value_type>) {
-      return op;
+      return call_access::make<value_type>(std::move(op), launcher);
     } else {
-      return unwrap_optional<value_type>(std::move(op));
+      return call_access::make<value_type>(unwrap_optional<value_type>(std::move(op)), launcher);
     }
   } else {
     return {};
@@ -535,7 +590,7 @@ auto offload_call(Target&& target, Extras&& extras, F&& f, Args&&... args)
 template <typename Target, detail::not_options F, typename... Args>
 requires detail::runs_calls<std::remove_cvref_t<Target>>
 auto run_in_executor(Target&& target, F&& f, Args&&... args)
-    -> awaitable<detail::call_value_t<F, Args...>> {
+    -> call<detail::call_value_t<F, Args...>> {
   return detail::offload_call(std::forward<Target>(target), detail::no_extras{}, std::forward<F>(f),
                               std::forward<Args>(args)...);
 }
@@ -545,7 +600,7 @@ auto run_in_executor(Target&& target, F&& f, Args&&... args)
 template <typename Target, typename F, typename... Args>
 requires detail::runs_calls<std::remove_cvref_t<Target>>
 auto run_in_executor(Target&& target, call_options options, F&& f, Args&&... args)
-    -> awaitable<detail::call_value_t<F, Args...>> {
+    -> call<detail::call_value_t<F, Args...>> {
   return detail::offload_call(std::forward<Target>(target), detail::call_extras(options),
                               std::forward<F>(f), std::forward<Args>(args)...);
 }
@@ -553,7 +608,7 @@ auto run_in_executor(Target&& target, call_options options, F&& f, Args&&... arg
 /// Python's `loop.run_in_executor(None, f)`: offload spells "the default executor" as a name,
 /// so a null target is one readable error instead of a page of failed overloads.
 template <typename F, typename... Args>
-auto run_in_executor(std::nullptr_t, F&&, Args&&...) -> awaitable<detail::call_value_t<F, Args...>> {
+auto run_in_executor(std::nullptr_t, F&&, Args&&...) -> call<detail::call_value_t<F, Args...>> {
   static_assert(detail::dependent_false<F>, "offload: run_in_executor(nullptr, f): Python's None is "
                                             "spelled offload::default_executor here (or use "
                                             "offload::to_thread(f, args...))");
@@ -561,7 +616,7 @@ auto run_in_executor(std::nullptr_t, F&&, Args&&...) -> awaitable<detail::call_v
 }
 template <typename F, typename... Args>
 auto run_in_executor(std::nullptr_t, call_options, F&&, Args&&...)
-    -> awaitable<detail::call_value_t<F, Args...>> {
+    -> call<detail::call_value_t<F, Args...>> {
   static_assert(detail::dependent_false<F>, "offload: run_in_executor(nullptr, f): Python's None is "
                                             "spelled offload::default_executor here (or use "
                                             "offload::to_thread(f, args...))");
@@ -570,14 +625,14 @@ auto run_in_executor(std::nullptr_t, call_options, F&&, Args&&...)
 
 /// `co_await to_thread(f, args...)`: run_in_executor on the loop's default executor.
 template <detail::not_options F, typename... Args>
-auto to_thread(F&& f, Args&&... args) -> awaitable<detail::call_value_t<F, Args...>> {
+auto to_thread(F&& f, Args&&... args) -> call<detail::call_value_t<F, Args...>> {
   return run_in_executor(default_executor, std::forward<F>(f), std::forward<Args>(args)...);
 }
 
 /// to_thread with per-call options: `to_thread({.limiter = &lim}, f, args...)`.
 template <typename F, typename... Args>
 auto to_thread(call_options options, F&& f, Args&&... args)
-    -> awaitable<detail::call_value_t<F, Args...>> {
+    -> call<detail::call_value_t<F, Args...>> {
   return run_in_executor(default_executor, std::move(options), std::forward<F>(f),
                          std::forward<Args>(args)...);
 }

@@ -592,6 +592,56 @@ static std::vector<double> w89_asio(std::chrono::milliseconds idle) {
   return {cpu, wake};
 }
 
+// ---- W10: a coroutine-shaped burst: gather over n offloaded calls -----------------------------
+
+// What users write: a vector of calls, gathered. offload starts each call directly (no
+// coroutine per call); the Asio baseline runs one coroutine per call (co_spawn, a hop to the
+// pool and back), the floor of that shape in plain Asio.
+static std::vector<double> w10_offload(std::size_t n) {
+  offload::thread_pool pool(
+      offload::thread_pool_options{.max_workers = pool_size(), .min_workers = pool_size()});
+  offload::event_loop loop;
+  double per_sec = 0;
+  auto body = [&]() -> offload::awaitable<void> {
+    const auto t0 = clock_type::now();
+    std::vector<offload::call<int>> calls;
+    calls.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) calls.push_back(offload::run_in_executor(pool, trivial));
+    const std::vector<int> results = co_await offload::gather(std::move(calls));
+    per_sec = static_cast<double>(n) / (us_since(t0) * 1e-6);
+    for (int r : results) g_sink += r;
+  };
+  loop.run_until_complete(body());
+  return {per_sec};
+}
+
+static net::awaitable<void> w10_asio_call(net::thread_pool::executor_type pool_ex,
+                                          std::size_t* done, std::size_t n,
+                                          clock_type::time_point t0, double* per_sec) {
+  auto io_ex = co_await net::this_coro::executor;
+  co_await net::post(net::bind_executor(pool_ex, net::use_awaitable));
+  const int r = trivial();  // runs on the pool
+  co_await net::post(io_ex, net::use_awaitable);
+  g_sink += r;
+  if (++*done == n) *per_sec = static_cast<double>(n) / (us_since(t0) * 1e-6);
+}
+
+static std::vector<double> w10_asio(std::size_t n) {
+  net::io_context io(1);
+  net::thread_pool pool(pool_size());
+  std::size_t done = 0;
+  double per_sec = 0;
+  net::post(io, [&] {
+    const auto t0 = clock_type::now();
+    for (std::size_t i = 0; i < n; ++i) {
+      net::co_spawn(io, w10_asio_call(pool.get_executor(), &done, n, t0, &per_sec), net::detached);
+    }
+  });
+  io.run();
+  pool.join();
+  return {per_sec};
+}
+
 // ---- W11: growth when every thread is blocked -----------------------------------------------
 
 // `calls` calls that each sleep `nap` on a 2-thread pool: with grow_when_blocked the pool
@@ -850,6 +900,18 @@ int main(int argc, char** argv) {
     rows.push_back({"W9 wake after idle", "us", o8[1], a8[1], "< 200 us", false});
   }
 
+  if (opt.wants("W10")) {
+    const std::size_t n = opt.quick ? 20000 : 200000;
+    auto [o10, a10] = alternate(
+        opt.repeats, [&] { return w10_offload(n); }, [&] { return w10_asio(n); });
+    const std::string name = "W10 gather " + std::to_string(n / 1000) + "k";
+    rows.push_back({name, "calls/s", o10[0], a10[0], ">= 5 M/s", true});
+    // The same calls through async_run callbacks (W2's path), in the asio column.
+    auto [g, cb] = alternate(
+        opt.repeats, [&] { return w10_offload(n); },
+        [&] { return w2_offload(n, w2_delivery::strand); });
+    rows.push_back({name + " / callbacks", "calls/s", g[0], cb[0], ">= 0.5x", true});
+  }
   if (opt.wants("W11")) {
     constexpr int calls = 16;
     constexpr auto nap = 50ms;

@@ -236,6 +236,9 @@ class call_op final : public op_base {
   using work_type = std::decay_t<decltype(net::prefer(std::declval<const handler_executor&>(),
                                                       net::execution::outstanding_work.tracked))>;
   using handler_allocator = net::associated_allocator_t<Handler>;
+  // Asio's cancellation_slot, or a handler's own kind of slot (a gathered call's, which keeps
+  // the canceller in place instead of allocating it).
+  using slot_type = net::associated_cancellation_slot_t<Handler>;
   using allocator_type = std::conditional_t<
       std::is_same_v<handler_allocator, std::allocator<void>>, op_allocator<call_op>,
       typename std::allocator_traits<handler_allocator>::template rebind_alloc<call_op>>;
@@ -543,7 +546,7 @@ class call_op final : public op_base {
     } else if (!error) {
       value.emplace();
     }
-    net::cancellation_slot slot = slot_;
+    slot_type slot = slot_;
     free_self();  // a queued call's count ends with its drain
     slot.clear();
     invoke_handler<value_type>(handler, std::move(error), std::move(value));
@@ -552,7 +555,7 @@ class call_op final : public op_base {
   std::optional<Call> call_;
   result_slot<value_type> result_;
   std::exception_ptr error_;
-  net::cancellation_slot slot_;
+  slot_type slot_;
   // Only calls handed back without an offload queue (queue == nullptr) hold a work guard:
   // the others are counted as work by the service, in bulk.
   union work_storage {

@@ -1,5 +1,7 @@
-// offload: children of one aggregate (gather, as_completed, wait_for), run as coroutines on
-// the awaiting coroutine's executor, and the parent parked until one of them finishes.
+// offload: children of one aggregate (gather, as_completed, wait_for), and the parent parked
+// until the group has something for it. A child is an offloaded call started with a
+// child_completion as its handler (no coroutine: the outcome is written in place), or any
+// other awaitable, run as a coroutine on the awaiting coroutine's executor.
 //
 // Ownership: the children own the group; a parked parent does not (its handler is kept by
 // the group and gets the group back when it completes), so a context destroyed mid-flight
@@ -17,44 +19,107 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace offload::detail {
 
+/// Where the cancellation handler of a child started directly lives: in place, in the group's
+/// array (Asio's cancellation_signal allocates each handler it is given). Used, like Asio's
+/// slots, only on the awaiting coroutine's executor.
+struct child_cancel_cell {
+  void (*invoke)(child_cancel_cell&, net::cancellation_type) = nullptr;
+  alignas(void*) unsigned char storage[2 * sizeof(void*)];  // an op's canceller: one pointer
+};
+
+/// The cancellation slot of a child started directly (Asio's slot concept: is_connected,
+/// emplace, clear).
+class child_slot {
+ public:
+  explicit child_slot(child_cancel_cell* cell = nullptr) noexcept : cell_(cell) {}
+
+  bool is_connected() const noexcept { return cell_ != nullptr; }
+
+  template <typename Handler, typename... Args>
+  Handler& emplace(Args&&... args) {
+    static_assert(sizeof(Handler) <= sizeof(child_cancel_cell::storage) &&
+                      alignof(Handler) <= alignof(void*) &&
+                      std::is_trivially_destructible_v<Handler>,
+                  "offload: a child's cancellation handler must be small and trivial to destroy");
+    auto* handler = ::new (static_cast<void*>(cell_->storage)) Handler(std::forward<Args>(args)...);
+    cell_->invoke = [](child_cancel_cell& cell, net::cancellation_type type) {
+      (*std::launder(reinterpret_cast<Handler*>(cell.storage)))(type);
+    };
+    return *handler;
+  }
+
+  void clear() noexcept {
+    if (cell_ != nullptr) cell_->invoke = nullptr;
+  }
+
+ private:
+  child_cancel_cell* cell_;
+};
+
+/// When a parked parent is resumed.
+enum class wake_on {
+  each_finish,  // as soon as a child has finished that it has not taken (as_completed)
+  all_finished  // once no child is running (gather, wait_for)
+};
+
+/// Whether the first failure cancels the children still running.
+enum class on_failure { let_run, cancel_siblings };
+
 class child_group : public std::enable_shared_from_this<child_group> {
  public:
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
 
-  explicit child_group(std::size_t size)
-      : size_(size), signals_(std::make_unique<net::cancellation_signal[]>(size)), done_(size) {}
+  /// Every one of the `size` children counts as running from the start: each must be started
+  /// (or failed with fail_child) exactly once.
+  child_group(std::size_t size, wake_on wake, on_failure failure)
+      : size_(size),
+        signals_(std::make_unique<net::cancellation_signal[]>(size)),
+        cells_(std::make_unique<child_cancel_cell[]>(size)),
+        done_(size),
+        running_(size),
+        wake_(wake),
+        failure_(failure) {}
   child_group(const child_group&) = delete;
   child_group& operator=(const child_group&) = delete;
   virtual ~child_group() = default;
 
   std::size_t size() const noexcept { return size_; }
 
+  /// The cancellation slot of child `index` when it is started directly.
+  child_slot direct_slot(std::size_t index) const noexcept {
+    return child_slot(&cells_[index]);
+  }
+
   /// Runs `child` (which calls child_finished at its end) with cancellation slot `index`.
   template <typename Executor>
   void spawn(const Executor& ex, std::size_t index, awaitable<void> child) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++running_;
-    }
     net::co_spawn(ex, std::move(child),
                   net::bind_cancellation_slot(signals_[index].slot(), net::detached));
   }
 
   void child_finished(std::size_t index, bool failed) {
     std::unique_ptr<waiter_base> waiter;
+    bool cancel_siblings = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       done_[index] = true;
       --running_;
-      finished_.push_back(index);
-      if (failed && first_failure_ == none) first_failure_ = index;
-      waiter = std::move(waiter_);
+      if (wake_ == wake_on::each_finish) finished_.push_back(index);
+      if (failed && first_failure_ == none) {
+        first_failure_ = index;
+        cancel_siblings = failure_ == on_failure::cancel_siblings && running_ != 0;
+      }
+      if (ready_locked()) waiter = std::move(waiter_);
     }
+    if (cancel_siblings) cancel_children();
     if (waiter) waiter->complete(shared_from_this());
   }
 
@@ -66,7 +131,10 @@ class child_group : public std::enable_shared_from_this<child_group> {
       for (std::size_t i = 0; i < size_; ++i)
         if (!done_[i]) targets.push_back(i);
     }
-    for (std::size_t i : targets) signals_[i].emit(type);
+    for (std::size_t i : targets) {
+      signals_[i].emit(type);
+      if (cells_[i].invoke != nullptr) cells_[i].invoke(cells_[i], type);
+    }
   }
 
   // -- the parent's view (read after a wake-up) ----------------------------------------------
@@ -101,7 +169,7 @@ class child_group : public std::enable_shared_from_this<child_group> {
   void park(Handler&& handler, std::shared_ptr<child_group> self) {
     auto slot = net::get_associated_cancellation_slot(handler);
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!finished_.empty() || running_ == 0) {
+    if (ready_locked()) {
       lock.unlock();
       waiter<std::decay_t<Handler>>(std::forward<Handler>(handler)).complete(std::move(self));
       return;
@@ -111,6 +179,10 @@ class child_group : public std::enable_shared_from_this<child_group> {
   }
 
  private:
+  bool ready_locked() const noexcept {
+    return running_ == 0 || (wake_ == wake_on::each_finish && !finished_.empty());
+  }
+
   struct waiter_base {
     virtual ~waiter_base() = default;
     virtual void complete(std::shared_ptr<child_group> group) = 0;
@@ -146,10 +218,13 @@ class child_group : public std::enable_shared_from_this<child_group> {
   };
 
   const std::size_t size_;
-  std::unique_ptr<net::cancellation_signal[]> signals_;
+  std::unique_ptr<net::cancellation_signal[]> signals_;  // children run as coroutines
+  std::unique_ptr<child_cancel_cell[]> cells_;            // children started directly
   mutable std::mutex mutex_;
   std::vector<bool> done_;
-  std::size_t running_ = 0;
+  std::size_t running_;
+  const wake_on wake_;
+  const on_failure failure_;
   std::deque<std::size_t> finished_;
   std::size_t first_failure_ = none;
   bool parent_cancelled_ = false;
@@ -187,6 +262,55 @@ awaitable<std::shared_ptr<Group>> park_while(std::shared_ptr<Group> group,
   co_await net::this_coro::throw_if_cancelled(throw_if_cancelled);
   co_return group;
 }
+
+/// One child that is an offloaded call: the call's handler writes its outcome to `*out`
+/// and tells the group, on the awaiting coroutine's executor.
+template <typename T>
+class child_completion {
+ public:
+  using cancellation_slot_type = child_slot;
+
+  child_completion(std::shared_ptr<child_group> group, outcome<T>* out, std::size_t index) noexcept
+      : group_(std::move(group)), out_(out), index_(index) {}
+
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return group_->direct_slot(index_);
+  }
+
+  void operator()(std::exception_ptr error) {
+    static_assert(std::is_void_v<T>);
+    if (error) {
+      out_->set_error(std::move(error));
+    } else {
+      out_->set_value();
+    }
+    group_->child_finished(index_, out_->has_error());
+  }
+
+  /// `value` is a T, or a std::optional<T> for a T with no default constructor.
+  template <typename V>
+  void operator()(std::exception_ptr error, V&& value) {
+    if (error) {
+      out_->set_error(std::move(error));
+    } else {
+      try {
+        if constexpr (std::is_same_v<std::remove_cvref_t<V>, std::optional<T>>) {
+          out_->set_value(std::move(*value));
+        } else {
+          out_->set_value(std::forward<V>(value));
+        }
+      } catch (...) {
+        out_->set_error(std::current_exception());
+      }
+    }
+    group_->child_finished(index_, out_->has_error());
+  }
+
+ private:
+  std::shared_ptr<child_group> group_;
+  outcome<T>* out_;
+  std::size_t index_;
+};
 
 /// One child: awaits `aw`, stores its outcome in `*out`, tells the group.
 template <typename T>

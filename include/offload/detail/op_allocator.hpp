@@ -119,6 +119,28 @@ struct op_allocator {
   }
 };
 
+/// Deletes what make_cached made.
+template <typename T>
+struct cached_delete {
+  void operator()(T* p) const noexcept {
+    p->~T();
+    op_allocator<T>().deallocate(p, 1);
+  }
+};
+
+/// A T in a block of the calling thread's cache (for objects made and freed on one thread).
+template <typename T, typename... Args>
+std::unique_ptr<T, cached_delete<T>> make_cached(Args&&... args) {
+  T* p = op_allocator<T>().allocate(1);
+  try {
+    ::new (static_cast<void*>(p)) T(std::forward<Args>(args)...);
+  } catch (...) {
+    op_allocator<T>().deallocate(p, 1);
+    throw;
+  }
+  return std::unique_ptr<T, cached_delete<T>>(p);
+}
+
 /// Two blocks, reused by whatever is posted while they are free: a queue has at most one drain
 /// post outstanding, and posting it to a strand takes a second block for the strand's own
 /// invoker. Asio frees a handler's memory before it invokes it.

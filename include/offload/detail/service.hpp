@@ -18,11 +18,25 @@
 #include <optional>
 #include <stdexcept>
 #include <type_traits>
+#include <typeinfo>
 #include <vector>
 
 namespace offload::detail {
 
 using loop_strand_type = net::strand<net::io_context::executor_type>;
+
+/// The executor of type T inside `ex`, or null. Asio 1.22 does not check the type in
+/// any_io_executor::target<T>() (it casts whatever is inside), so the type is compared here;
+/// without RTTI nothing is recognised and callers take their general path.
+template <typename T>
+const T* executor_target(const net::any_io_executor& ex) noexcept {
+#if defined(ASIO_NO_TYPEID) || defined(BOOST_ASIO_NO_TYPEID)
+  (void)ex;
+  return nullptr;
+#else
+  return ex.target_type() == typeid(T) ? ex.template target<T>() : nullptr;
+#endif
+}
 
 /// The loop running on this thread (set by event_loop's run functions), for completions whose
 /// handler has no executor of its own.
@@ -106,8 +120,8 @@ class offload_service final : public net::execution_context::service {
   template <typename Executor>
   completion_queue* queue_for(const Executor& ex) {  // may create the io_context's queue
     if constexpr (std::is_same_v<Executor, net::any_io_executor>) {
-      if (const auto* strand = ex.template target<loop_strand_type>()) return loop_queue(*strand);
-      if (const auto* io = ex.template target<net::io_context::executor_type>()) {
+      if (const auto* strand = executor_target<loop_strand_type>(ex)) return loop_queue(*strand);
+      if (const auto* io = executor_target<net::io_context::executor_type>(ex)) {
         return io_queue(io->context());
       }
       return nullptr;
