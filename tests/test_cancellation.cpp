@@ -84,6 +84,8 @@ TEST_CASE(
   signal.emit(net::cancellation_type::terminal);
   REQUIRE(run_until(loop, [&] { return queued.done; }));
   CHECK(is_cancelled(queued.error));
+  CHECK(offload::outcome_of_cancellation(queued.error) ==
+        offload::cancellation_outcome::never_started);
   CHECK_FALSE(blocker.done);  // answered while the only worker was still blocked
   release.count_down();
   REQUIRE(run_until(loop, [&] { return blocker.done; }));
@@ -129,6 +131,7 @@ TEST_CASE(
   release.count_down();
   REQUIRE(run_until(loop, [&] { return result.done; }));
   CHECK(is_cancelled(result.error));
+  CHECK(offload::outcome_of_cancellation(result.error) == offload::cancellation_outcome::ran_to_end);
   CHECK(returned_before_resume.load());
 }
 
@@ -305,6 +308,7 @@ TEST_CASE(
   REQUIRE(run_until(loop, [&] { return result.done; }));
   const auto resumed_after = std::chrono::steady_clock::now() - cancelled_at;
   CHECK(is_cancelled(result.error));
+  CHECK(offload::outcome_of_cancellation(result.error) == offload::cancellation_outcome::abandoned);
   CHECK_FALSE(returned.load());  // f is still blocked on the latch
   CHECK(resumed_after < 50ms);
   CHECK(g_abandoned.calls.load() == 0);
@@ -450,4 +454,63 @@ TEST_CASE(
   if (!in_time) std::abort();  // a hang here is the bug; do not wait for ctest's timeout
   destroyer.join();
   CHECK_FALSE(ran.load());
+}
+
+TEST_CASE("a timeout says what the call did; other errors say unknown", "[cancellation][timeout]") {
+  offload::thread_pool pool(1);
+  std::latch started(1), release(1);
+  std::atomic<bool> queued_ran{false};
+  auto outcome_of = [](offload::awaitable<void> aw) -> offload::awaitable<std::exception_ptr> {
+    try {
+      co_await std::move(aw);
+    } catch (...) {
+      co_return std::current_exception();
+    }
+    co_return nullptr;
+  };
+  auto body = [&]() -> offload::awaitable<void> {
+    auto blocker = [&] {
+      started.count_down();
+      release.wait();
+    };
+    auto held = offload::async_run(pool, std::move(blocker), net::use_future);
+    started.wait();
+    // Queued behind the blocker at its deadline: never started.
+    auto queued = offload::wait_for(
+        offload::run_in_executor(pool, [&queued_ran] { queued_ran = true; }), 10ms);
+    const std::exception_ptr e1 = co_await outcome_of(std::move(queued));
+    CHECK(offload_test::code_of(e1) == offload::errc::timeout);
+    CHECK(offload::outcome_of_cancellation(e1) == offload::cancellation_outcome::never_started);
+    release.count_down();
+    held.get();
+
+    // Running at its deadline (a warm thread, a generous deadline), under the wait policy: it
+    // is stopped there and runs to its end.
+    auto until_stopped = [](std::stop_token stop) {
+      while (!stop.stop_requested()) std::this_thread::sleep_for(1ms);
+    };
+    auto running = offload::run_in_executor(pool, {.timeout = 200ms}, until_stopped);
+    const std::exception_ptr e2 = co_await outcome_of(std::move(running));
+    CHECK(offload_test::code_of(e2) == offload::errc::timeout);
+    CHECK(offload::outcome_of_cancellation(e2) == offload::cancellation_outcome::ran_to_end);
+
+    // A coroutine that rethrows its call's cancellation unchanged keeps the outcome.
+    auto inner = [&pool, until_stopped]() -> offload::awaitable<void> {
+      co_await offload::run_in_executor(pool, until_stopped);
+    };
+    auto waited = offload::wait_for(inner(), 200ms);  // named: GCC 12's co_await temporaries
+    const std::exception_ptr e3 = co_await outcome_of(std::move(waited));
+    CHECK(offload_test::code_of(e3) == offload::errc::timeout);
+    CHECK(offload::outcome_of_cancellation(e3) == offload::cancellation_outcome::ran_to_end);
+
+    // Not a call's cancellation or timeout.
+    const std::exception_ptr e4 = std::make_exception_ptr(std::runtime_error("other"));
+    CHECK(offload::outcome_of_cancellation(e4) == offload::cancellation_outcome::unknown);
+    CHECK(offload::outcome_of_cancellation(nullptr) == offload::cancellation_outcome::unknown);
+    CHECK(offload::outcome_of_cancellation(std::runtime_error("other")) ==
+          offload::cancellation_outcome::unknown);
+  };
+  offload::run(body());
+  pool.shutdown();
+  CHECK_FALSE(queued_ran.load());
 }

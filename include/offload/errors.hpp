@@ -8,6 +8,7 @@
 #include <exception>
 #include <string>
 #include <system_error>
+#include <utility>
 
 namespace offload {
 
@@ -78,6 +79,73 @@ inline std::system_error make_error(errc e, const char* where) {
 /// Cancellation, as the Asio backend itself reports it (operation_aborted in its system_error).
 inline std::exception_ptr make_cancelled(const char* where) {
   return std::make_exception_ptr(net_system_error(net::error::operation_aborted, where));
+}
+
+/// What an offloaded call that was cancelled, or timed out, did: whether its side effects
+/// happened. See outcome_of_cancellation().
+enum class cancellation_outcome {
+  unknown,        // not the cancellation or timeout of an offloaded call
+  never_started,  // f never ran: nothing happened
+  ran_to_end,     // f ran to its end (cancel_policy::wait): it had its effects, its result was
+                  // discarded
+  abandoned,      // f was running when its awaiter was answered (cancel_policy::abandon): it
+                  // may still be running
+};
+
+namespace detail {
+
+/// Carried, beside the error itself, by the exceptions of cancelled and timed-out calls.
+class cancellation_record {
+ public:
+  explicit cancellation_record(cancellation_outcome outcome) noexcept : outcome_(outcome) {}
+  virtual ~cancellation_record() = default;
+  cancellation_outcome outcome() const noexcept { return outcome_; }
+
+ private:
+  cancellation_outcome outcome_;
+};
+
+/// An error (Base: a system_error) that says what the call it ended did.
+template <typename Base>
+class recorded_error final : public Base, public cancellation_record {
+ public:
+  template <typename... Args>
+  explicit recorded_error(cancellation_outcome outcome, Args&&... args)
+      : Base(std::forward<Args>(args)...), cancellation_record(outcome) {}
+};
+
+}  // namespace detail
+
+/// The cancellation of an offloaded call, saying what the call did (the error is Asio's
+/// operation_aborted, as for make_cancelled).
+inline std::exception_ptr make_cancelled(const char* where, cancellation_outcome outcome) {
+  return std::make_exception_ptr(detail::recorded_error<net_system_error>(
+      outcome, net_error_code(net::error::operation_aborted), where));
+}
+
+/// errc::timeout for an offloaded call, saying what the call did.
+inline std::exception_ptr make_timed_out(const char* where, cancellation_outcome outcome) {
+  return std::make_exception_ptr(
+      detail::recorded_error<std::system_error>(outcome, make_error_code(errc::timeout), where));
+}
+
+/// What the offloaded call behind `e` did, when `e` is the operation_aborted of a cancelled
+/// call or the errc::timeout of one that timed out (directly, or rethrown unchanged by a
+/// coroutine that awaited it): never started, ran to its end with the result discarded, or
+/// abandoned while it ran. `unknown` for anything else.
+inline cancellation_outcome outcome_of_cancellation(const std::exception& e) noexcept {
+  const auto* record = dynamic_cast<const detail::cancellation_record*>(&e);
+  return record != nullptr ? record->outcome() : cancellation_outcome::unknown;
+}
+inline cancellation_outcome outcome_of_cancellation(const std::exception_ptr& e) noexcept {
+  if (!e) return cancellation_outcome::unknown;
+  try {
+    std::rethrow_exception(e);
+  } catch (const detail::cancellation_record& record) {
+    return record.outcome();
+  } catch (...) {
+    return cancellation_outcome::unknown;
+  }
 }
 
 }  // namespace offload

@@ -239,7 +239,8 @@ class alignas(detail::cache_line) thread_pool {
     }
     fail_chain(cancelled, [] {
       return make_cancelled(
-          "thread_pool::shutdown(cancel_pending=true) cancelled the call before it started");
+          "thread_pool::shutdown(cancel_pending=true) cancelled the call before it started",
+          cancellation_outcome::never_started);
     });
     if (wait) join_all();
   }

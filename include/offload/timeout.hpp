@@ -70,7 +70,7 @@ struct deadline_messages {
 template <typename T, typename A>
 awaitable<T> await_with_deadline(A aw, deadline_spec deadline, const deadline_messages& says) {
   if (!deadline.at && deadline.after <= std::chrono::steady_clock::duration::zero()) {
-    throw_error(errc::timeout, says.not_started);
+    std::rethrow_exception(make_timed_out(says.not_started, cancellation_outcome::never_started));
   }
   const auto when = deadline.at ? *deadline.at : deadline_after(deadline.after);
   auto ex = co_await net::this_coro::executor;
@@ -86,7 +86,14 @@ awaitable<T> await_with_deadline(A aw, deadline_spec deadline, const deadline_me
   timer.cancel();
 
   if (group->parent_cancelled()) std::rethrow_exception(make_cancelled(says.cancelled));
-  if (group->timed_out()) throw_error(errc::timeout, says.timed_out);
+  if (group->timed_out()) {
+    // What aw did: an offloaded call's cancellation says; one that finished anyway ran to its
+    // end.
+    const auto outcome = group->result.has_error()
+                             ? outcome_of_cancellation(group->result.error())
+                             : cancellation_outcome::ran_to_end;
+    std::rethrow_exception(make_timed_out(says.timed_out, outcome));
+  }
   co_return std::move(group->result).value();
 }
 

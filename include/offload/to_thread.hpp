@@ -484,8 +484,9 @@ awaitable<typename Call::value_type> offload_call_by_deadline(target_holder<Targ
   using signature = completion_signature_t<value_type>;
   const auto deadline = extras.resolve_deadline();
   if (deadline <= std::chrono::steady_clock::now()) {
-    throw_error(errc::timeout, "offload: the call's deadline had passed when it was awaited "
-                               "(nothing was submitted)");
+    std::rethrow_exception(make_timed_out("offload: the call's deadline had passed when it was "
+                                          "awaited (nothing was submitted)",
+                                          cancellation_outcome::never_started));
   }
   auto op = net::async_initiate<const net::use_awaitable_t<>&, signature>(
       initiate_run<Target, call_extras>{std::move(target), std::move(extras)}, net::use_awaitable,

@@ -390,7 +390,8 @@ class call_op final : public op_base {
     op_state expected = op_state::pending;
     if (state.compare_exchange_strong(expected, op_state::cancelling, std::memory_order_acq_rel)) {
       offload_service* h = home;
-      answer_cancelled("offload: the call was cancelled before it started");
+      answer_cancelled("offload: the call was cancelled before it started (it never ran)",
+                       cancellation_outcome::never_started);
       state.store(op_state::cancelled, std::memory_order_release);  // the node is not ours now
       if (h != nullptr) h->op_finished();
       return true;
@@ -402,7 +403,10 @@ class call_op final : public op_base {
       if (state.compare_exchange_strong(expected, op_state::abandoning,
                                         std::memory_order_acq_rel)) {
         // Still counted in flight: the worker finishes the node when f returns.
-        answer_cancelled("offload: the call was cancelled while it ran and was abandoned");
+        answer_cancelled(
+            "offload: the call was cancelled while it ran and was abandoned (it may still be "
+            "running)",
+            cancellation_outcome::abandoned);
         state.store(op_state::abandoned, std::memory_order_release);
         return true;
       }
@@ -419,9 +423,9 @@ class call_op final : public op_base {
   }
 
   // Moves the handler out of the node (whose owner waits while the state is transient).
-  void answer_cancelled(const char* what) {
+  void answer_cancelled(const char* what, cancellation_outcome outcome) {
     auto ex = executor();
-    auto error = make_cancelled(what);
+    auto error = make_cancelled(what, outcome);
     net::post(ex, [h = std::move(handler_), slot = slot_, work = take_work(),
                    error = std::move(error)]() mutable {
       slot.clear();
@@ -540,7 +544,10 @@ class call_op final : public op_base {
     std::exception_ptr error = std::move(error_);
     std::optional<result_holder<value_type>> value;
     if (cancel_requested.load(std::memory_order_acquire)) {
-      error = make_cancelled("offload: the call was cancelled while it ran");
+      error = make_cancelled(
+          "offload: the call was cancelled while it ran (it ran to its end; its result was "
+          "discarded)",
+          cancellation_outcome::ran_to_end);
     } else if constexpr (!std::is_void_v<value_type>) {
       if (!error) value.emplace(result_.get());
     } else if (!error) {
