@@ -458,7 +458,7 @@ TEST_CASE(
 
 TEST_CASE("a timeout says what the call did; other errors say unknown", "[cancellation][timeout]") {
   offload::thread_pool pool(1);
-  std::latch started(1), release(1);
+  std::latch started(1), release(1), blocker_done(1);
   std::atomic<bool> queued_ran{false};
   auto outcome_of = [](offload::awaitable<void> aw) -> offload::awaitable<std::exception_ptr> {
     try {
@@ -473,7 +473,9 @@ TEST_CASE("a timeout says what the call did; other errors say unknown", "[cancel
       started.count_down();
       release.wait();
     };
-    auto held = offload::async_run(pool, std::move(blocker), net::use_future);
+    offload::async_run(pool, std::move(blocker), [&blocker_done](std::exception_ptr) {
+      blocker_done.count_down();
+    });
     started.wait();
     // Queued behind the blocker at its deadline: never started.
     auto queued = offload::wait_for(
@@ -482,7 +484,7 @@ TEST_CASE("a timeout says what the call did; other errors say unknown", "[cancel
     CHECK(offload_test::code_of(e1) == offload::errc::timeout);
     CHECK(offload::outcome_of_cancellation(e1) == offload::cancellation_outcome::never_started);
     release.count_down();
-    held.get();
+    blocker_done.wait();
 
     // Running at its deadline (a warm thread, a generous deadline), under the wait policy: it
     // is stopped there and runs to its end.
