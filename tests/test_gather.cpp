@@ -592,3 +592,41 @@ TEST_CASE("gather over calls from a coroutine on any executor: an io_context's, 
   CHECK(batch.stopped.load() == 1);
   CHECK(batch.queued_ran.load() == 0);
 }
+
+TEST_CASE("gather: a child that fails before its first suspension still cancels the ones after it",
+          "[gather][cancellation]") {
+  // A coroutine child runs inline up to its first suspension when it is started, so its failure
+  // comes before the later children exist: they must be cancelled once started (queued, they
+  // never run; running, they are stopped), not left to run to the end.
+  std::atomic<int> ran_to_guard{0};
+  int code = 0;
+  auto fails_at_once = []() -> offload::awaitable<int> {
+    throw offload_test::my_error(17);
+    co_return 0;
+  };
+  auto blocker = [&ran_to_guard](std::stop_token stop) {
+    const auto guard = std::chrono::steady_clock::now() + 10s;
+    while (!stop.stop_requested() && std::chrono::steady_clock::now() < guard) {
+      std::this_thread::sleep_for(1ms);
+    }
+    if (!stop.stop_requested()) ran_to_guard.fetch_add(1);
+    return 0;
+  };
+  auto body = [&]() -> offload::awaitable<void> {
+    try {
+      co_await offload::gather(fails_at_once(), offload::to_thread(blocker));
+    } catch (const offload_test::my_error& e) {
+      code = e.code;
+    }
+    std::vector<offload::awaitable<int>> range;
+    range.push_back(fails_at_once());
+    range.push_back(offload::to_thread(blocker));
+    try {
+      co_await offload::gather(std::move(range));
+    } catch (const offload_test::my_error&) {
+    }
+  };
+  offload::run(body());
+  CHECK(code == 17);
+  CHECK(ran_to_guard.load() == 0);
+}

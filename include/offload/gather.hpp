@@ -87,6 +87,7 @@ class tuple_group final : public child_group {
   void start_all(const net::any_io_executor& ex, std::index_sequence<I...>, A&&... aws) {
     const std::shared_ptr<child_group> self = shared_from_this();
     (start_child<T>(self, ex, I, &std::get<I>(results), std::forward<A>(aws)), ...);
+    all_started();
   }
 
   std::exception_ptr error_at(std::size_t index) const {
@@ -110,6 +111,7 @@ class range_group final : public child_group {
     const std::shared_ptr<child_group> self = shared_from_this();
     for (std::size_t i = 0; i < calls.size(); ++i)
       start_child<T>(self, ex, i, &results[i], std::move(calls[i]));
+    all_started();
   }
 
   std::vector<outcome<T>> results;

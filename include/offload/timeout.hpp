@@ -76,6 +76,7 @@ awaitable<T> await_with_deadline(A aw, deadline_spec deadline, const deadline_me
   auto ex = co_await net::this_coro::executor;
   auto group = std::make_shared<deadline_group<T>>();
   start_child<T>(group, ex, 0, &group->result, std::move(aw));
+  group->all_started();
 
   net::steady_timer timer(ex, when);
   timer.async_wait([group](const net_error_code& ec) {

@@ -29,7 +29,8 @@ namespace offload::detail {
 
 /// Where the cancellation handler of a child started directly lives: in place, in the group's
 /// array (Asio's cancellation_signal allocates each handler it is given). Used, like Asio's
-/// slots, only on the awaiting coroutine's executor.
+/// slots, only on the awaiting coroutine's executor, which must run one handler at a time (a
+/// strand, or an io_context run by one thread: see gather's documentation).
 struct child_cancel_cell {
   void (*invoke)(child_cancel_cell&, net::cancellation_type) = nullptr;
   alignas(void*) unsigned char storage[2 * sizeof(void*)];  // an op's canceller: one pointer
@@ -115,12 +116,27 @@ class child_group : public std::enable_shared_from_this<child_group> {
       if (wake_ == wake_on::each_finish) finished_.push_back(index);
       if (failed && first_failure_ == none) {
         first_failure_ = index;
-        cancel_siblings = failure_ == on_failure::cancel_siblings && running_ != 0;
+        // While children are still being started, all_started() cancels the others: those
+        // not started yet would miss it now.
+        cancel_siblings = failure_ == on_failure::cancel_siblings && running_ != 0 && !starting_;
       }
       if (ready_locked()) waiter = std::move(waiter_);
     }
     if (cancel_siblings) cancel_children();
     if (waiter) waiter->complete(shared_from_this());
+  }
+
+  /// Every child has been started: a failure that came meanwhile (a child that failed before its
+  /// first suspension, which co_spawn runs inline) now cancels the others.
+  void all_started() {
+    bool cancel_siblings = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      starting_ = false;
+      cancel_siblings =
+          failure_ == on_failure::cancel_siblings && first_failure_ != none && running_ != 0;
+    }
+    if (cancel_siblings) cancel_children();
   }
 
   /// Asks every child still running to stop (they still finish, with whatever they report).
@@ -227,6 +243,7 @@ class child_group : public std::enable_shared_from_this<child_group> {
   const on_failure failure_;
   std::deque<std::size_t> finished_;
   std::size_t first_failure_ = none;
+  bool starting_ = true;
   bool parent_cancelled_ = false;
   std::unique_ptr<waiter_base> waiter_;
 };
