@@ -7,6 +7,7 @@
 
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
+#include <offload/thread_pool.hpp>
 #include <offload/to_thread.hpp>
 
 #include <atomic>
@@ -486,6 +487,60 @@ TEST_CASE("1'000 concurrent coroutines each awaiting to_thread all complete corr
   CHECK(st.completed == n);
   CHECK(st.resumed_off_loop == 0);
   CHECK(st.sum == std::int64_t{n} * (n - 1));  // sum of 2*i
+}
+
+// -- completions that overtake their co_await ------------------------------------------------
+
+struct doubled {
+  int x;
+  int operator()() const { return 2 * x; }
+};
+
+// Every form of awaiting a call, with values that tell a lost or repeated result.
+offload::awaitable<std::int64_t> await_every_form(int i, offload::thread_pool& pool,
+                                                  net::thread_pool& asio_pool) {
+  std::int64_t sum = co_await offload::to_thread(doubled{i});
+  sum += co_await offload::run_in_executor(pool, doubled{i + 1});
+  sum += co_await offload::run_in_executor(asio_pool, doubled{i + 2});
+  sum += co_await offload::to_thread(offload::call_options{.timeout = 1h}, doubled{i + 3});
+  sum += co_await offload::async_run(pool, doubled{i + 4}, net::use_awaitable);
+  co_return sum;
+}
+
+offload::awaitable<void> overtaking_worker(int calls, offload::thread_pool& pool,
+                                           net::thread_pool& asio_pool, std::int64_t& sum) {
+  for (int i = 0; i < calls; ++i) sum += co_await await_every_form(i, pool, asio_pool);
+}
+
+// Without a strand, an io_context run by two threads may resume the coroutine on the other
+// thread, as soon as the call completes: while the awaiting thread is still inside the
+// co_await's initiation (Asio 1.22 runs it there). The initiation must touch nothing after the
+// hand-off; Clang before 19 kept its locals in the coroutine's frame, freed by then (a race
+// under TSan, a use after free in general: see detail/awaitable_initiation.hpp).
+TEST_CASE(
+    "a call completing on another thread of the io_context before its co_await's initiation "
+    "returns is delivered once, and the initiation touches nothing after the hand-off",
+    "[to_thread][io_context]") {
+  constexpr int coroutines = 4;
+  constexpr int calls = 500;
+  offload::thread_pool pool{2};
+  net::thread_pool asio_pool{2};
+  net::io_context ctx;
+  std::vector<std::int64_t> sums(coroutines, 0);
+  std::atomic<int> failed{0};
+  for (auto& sum : sums) {
+    net::co_spawn(ctx, overtaking_worker(calls, pool, asio_pool, sum),
+                  [&failed](std::exception_ptr e) {
+                    if (e) failed.fetch_add(1);
+                  });
+  }
+  std::thread second([&ctx] { ctx.run(); });
+  ctx.run();
+  second.join();
+  CHECK(failed.load() == 0);
+  // Each round sums 2 * (5i + 10); over i < calls: 10 * calls * (calls - 1) / 2 + 20 * calls.
+  const std::int64_t expected = std::int64_t{5} * calls * (calls - 1) + std::int64_t{20} * calls;
+  for (const std::int64_t sum : sums) CHECK(sum == expected);
 }
 
 // -- the default executor --------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <offload/config.hpp>
+#include <offload/detail/awaitable_initiation.hpp>
 #include <offload/detail/loop_shared.hpp>
 #include <offload/errors.hpp>
 
@@ -296,8 +297,7 @@ class future {
   static awaitable<T> get_from(std::shared_ptr<detail::loop_future_state<T>> state) {
     // Named, not a temporary in the co_await: GCC 12 destroys such temporaries twice.
     detail::future_get_initiation<T> initiation{state};
-    co_await net::async_initiate<const net::use_awaitable_t<>&, void(std::exception_ptr)>(
-        std::move(initiation), net::use_awaitable);
+    co_await detail::async_initiate_awaitable<void(std::exception_ptr)>(std::move(initiation));
     if constexpr (std::is_void_v<T>) {
       state->take();
     } else {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <offload/config.hpp>
+#include <offload/detail/awaitable_initiation.hpp>
 #include <offload/detail/loop_shared.hpp>
 #include <offload/detail/unique_function.hpp>
 
@@ -95,8 +96,7 @@ class task {
     auto state = state_;
     // Named, not a temporary in the co_await: GCC 12 destroys such temporaries twice.
     wait_initiation initiation{state};
-    co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(std::move(initiation),
-                                                                        net::use_awaitable);
+    co_await detail::async_initiate_awaitable<void()>(std::move(initiation));
     if constexpr (std::is_void_v<T>) {
       take_result(*state);
     } else {

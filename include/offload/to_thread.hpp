@@ -8,6 +8,7 @@
 #include <offload/call_options.hpp>
 #include <offload/config.hpp>
 #include <offload/context.hpp>
+#include <offload/detail/awaitable_initiation.hpp>
 #include <offload/detail/call_op.hpp>
 #include <offload/detail/op_allocator.hpp>
 #include <offload/detail/service.hpp>
@@ -440,8 +441,10 @@ auto initiate_call(Target&& target, Extras&& extras, Call&& call, Token&& token)
   if constexpr (is_bound_callback<std::remove_cvref_t<Token>, signature>::value) {
     initiation.run_bound(std::forward<Token>(token), std::forward<Call>(call));
   } else {
-    return net::async_initiate<Token, signature>(std::move(initiation), token,
-                                                 std::forward<Call>(call));
+    // Through off_frame_initiation: the token may be use_awaitable (or an adapter of it).
+    return net::async_initiate<Token, signature>(
+        off_frame_initiation<decltype(initiation)>{std::move(initiation)}, token,
+        std::forward<Call>(call));
   }
 }
 
@@ -488,9 +491,8 @@ awaitable<typename Call::value_type> offload_call_by_deadline(target_holder<Targ
                                           "awaited (nothing was submitted)",
                                           cancellation_outcome::never_started));
   }
-  auto op = net::async_initiate<const net::use_awaitable_t<>&, signature>(
-      initiate_run<Target, call_extras>{std::move(target), std::move(extras)}, net::use_awaitable,
-      std::move(call));
+  auto op = async_initiate_awaitable<signature>(
+      initiate_run<Target, call_extras>{std::move(target), std::move(extras)}, std::move(call));
   static constexpr deadline_messages says{
       "offload::to_thread / run_in_executor: the call's deadline passed (it was cancelled)",
       "offload::to_thread / run_in_executor: the awaiter was cancelled", ""};
@@ -572,8 +574,8 @@ auto offload_call(Target&& target, Extras&& extras, F&& f, Args&&... args)
                                           std::move(extras)},
         call_type(std::forward<F>(f), std::forward<Args>(args)...));
     deferred_type* launcher = deferred.get();
-    auto op = net::async_initiate<const net::use_awaitable_t<>&, signature>(
-        start_deferred<deferred_type>{std::move(deferred)}, net::use_awaitable);
+    auto op =
+        async_initiate_awaitable<signature>(start_deferred<deferred_type>{std::move(deferred)});
     if constexpr (std::is_void_v<value_type> || std::is_default_constructible_v<value_type>) {
       return call_access::make<value_type>(std::move(op), launcher);
     } else {

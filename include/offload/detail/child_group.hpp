@@ -11,6 +11,7 @@
 #pragma once
 
 #include <offload/config.hpp>
+#include <offload/detail/awaitable_initiation.hpp>
 #include <offload/errors.hpp>
 #include <offload/outcome.hpp>
 
@@ -260,9 +261,8 @@ struct park_initiation {
 template <typename Group>
 awaitable<std::shared_ptr<Group>> park(std::shared_ptr<Group> group) {
   std::shared_ptr<child_group> base = std::move(group);
-  auto parked =
-      net::async_initiate<const net::use_awaitable_t<>&, void(std::shared_ptr<child_group>)>(
-          park_initiation{}, net::use_awaitable, std::move(base));
+  auto parked = async_initiate_awaitable<void(std::shared_ptr<child_group>)>(park_initiation{},
+                                                                             std::move(base));
   std::shared_ptr<child_group> back = co_await std::move(parked);
   co_return std::static_pointer_cast<Group>(std::move(back));
 }
