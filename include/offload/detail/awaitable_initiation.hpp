@@ -22,9 +22,9 @@ namespace offload::detail {
 /// free the frame, before the initiation returns. Clang before 19 may keep the locals of code
 /// inlined into await_suspend in that frame (LLVM issues 56301 and 65054): a use after free that
 /// TSan reports as a race. So this layer is never inlined, and it moves the initiation off the
-/// frame before running it: everything the initiation touches after its hand-off is on this
-/// function's own stack. (Asio marks its own do_init noinline for Apple Clang 13, for the same
-/// reason.)
+/// frame before running it: everything offload's initiation touches after its hand-off is on
+/// this function's own stack. (Asio's do_init around it is Asio's part; Asio marks it noinline
+/// for Apple Clang 13, for the same reason.)
 template <typename Initiation>
 struct off_frame_initiation {
   Initiation initiation;
