@@ -72,7 +72,9 @@ TEST_CASE("thread_pool runs at most max_workers calls at once; the rest wait in 
       return i;
     }));
   }
-  REQUIRE(eventually([&] { return pool.stats().running == 3; }));
+  // A worker counts as running once it has taken a call, before the call's body has begun:
+  // wait for the bodies too, or the gate may open before the third is inside.
+  REQUIRE(eventually([&] { return concurrent.load() == 3 && pool.stats().running == 3; }));
   const offload::thread_pool_stats s = pool.stats();
   CHECK(s.workers == 3);
   CHECK(s.peak_workers == 3);
