@@ -527,6 +527,9 @@ class event_loop {
     }
   }
 
+  // Handlers run back to back before the loop reads its settings again (the slow-callback
+  // threshold) and goes round its outer loop: that bookkeeping stays a small share of a busy
+  // loop's time, and a threshold set meanwhile applies within this many handlers.
   static constexpr std::size_t max_batch = 256;
 
   std::size_t timed_poll_one(net::io_context& ctx, std::int64_t threshold) {
