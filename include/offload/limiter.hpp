@@ -5,11 +5,15 @@
 #pragma once
 
 #include <offload/call_options.hpp>
+#include <offload/call_stats.hpp>
+#include <offload/detail/histogram.hpp>
 #include <offload/detail/op.hpp>
 #include <offload/errors.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -28,6 +32,7 @@ class limiter_state {
     std::lock_guard<std::mutex> lock(mutex_);
     if (head_ != nullptr || borrowed_ >= total_ || closed_) return false;
     ++borrowed_;
+    waited_.add_owned(0, epoch_of(steady_now_ns()));
     return true;
   }
 
@@ -37,10 +42,13 @@ class limiter_state {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!closed_) {
+        const std::int64_t now = steady_now_ns();
         if (head_ == nullptr && borrowed_ < total_) {
           ++borrowed_;
+          waited_.add_owned(0, epoch_of(now));
           return true;
         }
+        op->stamp_ns.store(now, std::memory_order_relaxed);  // no pool has the call yet
         op->next = nullptr;
         (tail_ != nullptr ? tail_->next : head_) = op;
         tail_ = op;
@@ -51,9 +59,13 @@ class limiter_state {
     throw_error(errc::executor_shutdown, "offload: the call's capacity_limiter was destroyed");
   }
 
-  void release() noexcept {
+  /// Gives back a token taken at `taken_ns` (steady_now_ns).
+  void release(std::int64_t taken_ns) noexcept {
+    const std::int64_t now = steady_now_ns();
     std::unique_lock<std::mutex> lock(mutex_);
     --borrowed_;
+    held_.add_owned(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - taken_ns)),
+                    epoch_of(now));
     grant_locked(lock);
   }
 
@@ -102,6 +114,18 @@ class limiter_state {
     return {total_, borrowed_, waiting_};
   }
 
+  /// How long calls waited for a token and held it: {waited, held, recent waited, recent held}.
+  std::array<latency_summary, 4> timings() const {
+    auto r = std::make_unique<std::array<histogram_snapshot, 4>>();  // a few tens of KB
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const std::int64_t epoch = epoch_of(steady_now_ns());
+      waited_.read((*r)[0], (*r)[2], epoch);
+      held_.read((*r)[1], (*r)[3], epoch);
+    }
+    return {(*r)[0].summary(), (*r)[1].summary(), (*r)[2].summary(), (*r)[3].summary()};
+  }
+
  private:
   // One thread grants at a time; a release that happens meanwhile (a granted call failing at
   // once, say) only frees its token, and the granting loop hands it on: no recursion.
@@ -115,7 +139,13 @@ class limiter_state {
       op->next = nullptr;
       --waiting_;
       const bool live = op->state.load(std::memory_order_acquire) == op_state::pending;
-      if (live) ++borrowed_;
+      if (live) {
+        ++borrowed_;
+        const std::int64_t now = steady_now_ns();
+        waited_.add_owned(static_cast<std::uint64_t>(std::max<std::int64_t>(
+                              0, now - op->stamp_ns.load(std::memory_order_relaxed))),
+                          epoch_of(now));
+      }
       lock.unlock();
       if (live) {
         op->submit();  // with the token; a call cancelled from now on gives it back
@@ -127,7 +157,14 @@ class limiter_state {
     granting_ = false;
   }
 
+  // The recent figures cover the last one to two of these.
+  static constexpr std::int64_t window_ns = 30'000'000'000;
+  static std::int64_t epoch_of(std::int64_t now) noexcept { return now / window_ns; }
+
   mutable std::mutex mutex_;
+  // Written under mutex_ (one writer at a time).
+  windowed_histogram waited_;
+  windowed_histogram held_;
   std::size_t total_;
   std::size_t borrowed_ = 0;
   std::size_t waiting_ = 0;
@@ -152,6 +189,13 @@ class capacity_limiter {
     std::size_t total_tokens;
     std::size_t borrowed_tokens;
     std::size_t waiting;  // queued calls, including cancelled ones not yet reclaimed
+    /// How long calls waited for a token (0 for one taken at once) and held it (from taking
+    /// it until f returned, queueing in the pool included), over the limiter's life and over
+    /// the last 30 to 60 seconds.
+    latency_summary waited{};
+    latency_summary held{};
+    latency_summary recent_waited{};
+    latency_summary recent_held{};
   };
 
   explicit capacity_limiter(std::size_t total_tokens)
@@ -172,7 +216,8 @@ class capacity_limiter {
   /// `borrowed_tokens` can briefly read below `total_tokens` with calls still waiting.
   stats_type stats() const {
     const auto [total, borrowed, waiting] = state_->snapshot();
-    return {total, borrowed, waiting};
+    const auto [waited, held, recent_waited, recent_held] = state_->timings();
+    return {total, borrowed, waiting, waited, held, recent_waited, recent_held};
   }
 
  private:

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <offload/call.hpp>
+#include <offload/call_observer.hpp>
 #include <offload/call_options.hpp>
+#include <offload/call_stats.hpp>
 #include <offload/config.hpp>
 #include <offload/context.hpp>
 #include <offload/errors.hpp>

@@ -10,6 +10,7 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/call_observer.hpp>
 #include <offload/config.hpp>
 #include <offload/thread_pool.hpp>
 
@@ -18,6 +19,7 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -36,6 +38,11 @@ struct serial_thread_options {
   std::size_t max_queue = 0;
   /// How long the idle thread spins before it parks; unset: thread_pool's default.
   std::optional<std::chrono::nanoseconds> spin;
+  /// As the thread_pool_options of the same names.
+  bool timings = false;
+  std::chrono::nanoseconds stats_window = std::chrono::seconds(30);
+  std::shared_ptr<call_observer> observer;
+  std::optional<std::chrono::nanoseconds> report_calls_longer_than;
 };
 
 class serial_thread {
@@ -85,6 +92,10 @@ class serial_thread {
     o.thread_name_prefix = std::move(options.thread_name);
     o.max_queue = options.max_queue;
     o.spin = options.spin;
+    o.timings = options.timings;
+    o.stats_window = options.stats_window;
+    o.observer = std::move(options.observer);
+    o.report_calls_longer_than = options.report_calls_longer_than;
     o.initializer = [init = std::move(options.initializer), &started] {
       try {
         if (init) init();

@@ -8,9 +8,12 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/call_observer.hpp>
+#include <offload/call_stats.hpp>
 #include <offload/config.hpp>
 #include <offload/detail/op.hpp>
 #include <offload/detail/op_queue.hpp>
+#include <offload/detail/pool_metrics.hpp>
 #include <offload/detail/spin.hpp>
 #include <offload/detail/thread_name.hpp>
 #include <offload/errors.hpp>
@@ -25,6 +28,7 @@
 #include <cstring>
 #include <functional>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -79,6 +83,20 @@ struct thread_pool_options {
   /// over the period; one blocked in I/O, a lock or a sleep does not). Threads above
   /// max_workers exit after keep_alive idle.
   std::optional<blocked_growth> grow_when_blocked{};
+  /// How long each call queued, ran and took to hand back, in stats(). Off by default: four
+  /// clock reads and a few atomic updates per call, which a burst of trivial calls feels (see
+  /// the benchmark's W12). The counts in stats() are kept either way.
+  bool timings = false;
+  /// stats().recent covers the last one to two of these.
+  std::chrono::nanoseconds stats_window = std::chrono::seconds(30);
+  /// Told of every call the pool is given (see call_observer). Null: nothing is called, nothing
+  /// is allocated per call.
+  std::shared_ptr<call_observer> observer;
+  /// Set: a call still running this long after it started is reported once, with its thread's
+  /// name (the observer's on_long_call, by default a line on stderr), by a thread the pool
+  /// starts for it, which looks a few times per threshold (at most every second, at least
+  /// every millisecond).
+  std::optional<std::chrono::nanoseconds> report_calls_longer_than;
 };
 
 struct thread_pool_stats {
@@ -89,14 +107,9 @@ struct thread_pool_stats {
   std::uint64_t completed = 0;   // calls finished since construction
   std::size_t peak_workers = 0;  // most threads alive at once
   std::uint64_t grown = 0;       // threads started past max_workers by grow_when_blocked
-};
-
-/// A call still running, as reported by shutdown_default_executor on timeout.
-struct running_call {
-  std::thread::id thread;
-  std::string thread_name;
-  std::string callable;  // the callable's type, as the compiler names it
-  std::chrono::nanoseconds running_for{};
+  call_counts calls;             // how the calls ended
+  call_timings timings;          // over the pool's life (empty without options.timings)
+  call_timings recent;           // over the last one to two options.stats_window
 };
 
 class thread_pool;
@@ -181,10 +194,23 @@ class alignas(detail::cache_line) thread_pool {
   explicit thread_pool(thread_pool_options options)
       : options_(std::move(options)),
         max_workers_(options_.max_workers ? options_.max_workers : detail::default_max_workers()),
-        spin_(options_.spin ? *options_.spin : detail::default_spin()) {
+        spin_(options_.spin ? *options_.spin : detail::default_spin()),
+        metrics_(detail::pool_metrics::create(options_.timings, options_.stats_window,
+                                              options_.observer)) {
     if (options_.min_workers > max_workers_) options_.min_workers = max_workers_;
+    if (options_.stats_window <= std::chrono::nanoseconds::zero()) {
+      throw std::invalid_argument("offload::thread_pool: stats_window must be positive");
+    }
+    if (options_.report_calls_longer_than &&
+        *options_.report_calls_longer_than <= std::chrono::nanoseconds::zero()) {
+      throw std::invalid_argument(
+          "offload::thread_pool: report_calls_longer_than must be positive");
+    }
     try {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (options_.report_calls_longer_than) {
+        watchdog_thread_ = std::thread([this] { watchdog_main(); });
+      }
       for (std::size_t i = 0; i < options_.min_workers; ++i) spawn_locked();
       if (options_.grow_when_blocked) {
         if (options_.grow_when_blocked->after <= std::chrono::nanoseconds::zero()) {
@@ -236,6 +262,7 @@ class alignas(detail::cache_line) thread_pool {
       if (cancel_pending) cancelled = take_all_locked();
       cv_.notify_all();
       growth_cv_.notify_all();
+      watchdog_cv_.notify_all();
     }
     fail_chain(cancelled, [] {
       return make_cancelled(
@@ -263,10 +290,14 @@ class alignas(detail::cache_line) thread_pool {
     }
     s.peak_workers = peak_workers_;
     s.grown = grown_;
+    auto reading = std::make_unique<detail::metrics_reading>();  // a few tens of KB
+    for (const worker& w : workers_) metrics_->read_worker(w.record, *reading);
+    metrics_->finish_reading(*reading, s.calls, s.timings, s.recent);
     return s;
   }
 
-  /// The calls running right now, with how long each has run.
+  /// The calls running right now, with their threads and how long each has run; safe to call
+  /// at any time, from any thread.
   std::vector<running_call> running_calls() const {
     std::vector<running_call> calls;
     const auto now = clock_ns();
@@ -274,8 +305,7 @@ class alignas(detail::cache_line) thread_pool {
     for (const worker& w : workers_) {
       const std::int64_t since = w.busy_since.load(std::memory_order_acquire);
       if (since == 0) continue;
-      calls.push_back(running_call{w.id, w.name, w.callable.load(std::memory_order_acquire),
-                                   std::chrono::nanoseconds(now - since)});
+      calls.push_back(describe(w, now - since));
     }
     return calls;
   }
@@ -299,6 +329,16 @@ class alignas(detail::cache_line) thread_pool {
   /// For offload's call paths: queue one node. `may_wait` says whether the submitter can wait
   /// for room in a bounded queue (a coroutine can; a bare thread cannot).
   detail::submit_status submit(detail::op_base* op, bool may_wait) {
+    metrics_->submitted(*op);
+    const detail::submit_status status = queue_call(op, may_wait);
+    if (status != detail::submit_status::accepted) metrics_->refused(*op);  // op is still ours
+    return status;
+  }
+
+ private:
+  friend void detail::flush_submit_batch() noexcept;
+
+  detail::submit_status queue_call(detail::op_base* op, bool may_wait) {
     if (options_.max_queue != 0) return submit_bounded(op, may_wait);
     detail::submit_batch& batch = detail::tl_submit_batch;
     if (may_wait && batch.enabled) {
@@ -313,9 +353,6 @@ class alignas(detail::cache_line) thread_pool {
     if (batch.pool == this) detail::flush_submit_batch();
     return push_one(op) ? detail::submit_status::accepted : detail::submit_status::shut_down;
   }
-
- private:
-  friend void detail::flush_submit_batch() noexcept;
 
   // False when the pool is shut down. Publishing another pool's batch can re-enter here (a call
   // failing there gives back a limiter token, which submits the next waiting call), so the
@@ -377,6 +414,8 @@ class alignas(detail::cache_line) thread_pool {
     std::atomic<std::int64_t> busy_since{0};
     std::atomic<const char*> callable{""};
     std::atomic<std::uint64_t> completed{0};
+    std::uint64_t reported_call = 0;  // completed + 1 of the call last reported as long
+    detail::worker_record record;
     std::thread thread;
     std::thread::id id;
     std::string name;
@@ -387,6 +426,11 @@ class alignas(detail::cache_line) thread_pool {
 #endif
   };
   using worker_list = std::list<worker>;
+
+  static running_call describe(const worker& w, std::int64_t running_ns) {
+    return running_call{w.id, w.name, w.callable.load(std::memory_order_acquire),
+                        std::chrono::nanoseconds(running_ns)};
+  }
 
   // When a call started, for running_calls(): a coarse clock is plenty and costs a few ns.
   static std::int64_t clock_ns() noexcept {
@@ -587,10 +631,14 @@ class alignas(detail::cache_line) thread_pool {
   // Called with the lock held by the exiting worker itself.
   void exit_locked(worker_list::iterator self) {
     completed_by_exited_ += self->completed.load(std::memory_order_relaxed);
+    metrics_->retire(self->record);
     exited_.splice(exited_.end(), workers_, self);
     --live_;
     live_hint_.store(live_, std::memory_order_relaxed);
-    if (live_ == 0) all_exited_cv_.notify_all();
+    if (live_ == 0) {
+      all_exited_cv_.notify_all();
+      watchdog_cv_.notify_all();
+    }
   }
 
   void run_stopped_callbacks_if_last(std::unique_lock<std::mutex>& lock) {
@@ -607,6 +655,7 @@ class alignas(detail::cache_line) thread_pool {
     self->tid.store(static_cast<int>(::syscall(SYS_gettid)), std::memory_order_relaxed);
 #endif
     detail::tl_current_pool = this;
+    metrics_->bind_worker(self->record);
     if (options_.initializer) {
       try {
         options_.initializer();
@@ -739,6 +788,62 @@ class alignas(detail::cache_line) thread_pool {
     self.completed.store(self.completed.load(std::memory_order_relaxed) + 1,
                          std::memory_order_relaxed);  // one writer: no RMW needed
     self.busy_since.store(0, std::memory_order_release);
+  }
+
+  // -- reporting long calls (report_calls_longer_than) ----------------------------------------
+
+  // How far clock_ns can lag the true time: a call is reported only once the coarse clock says
+  // it ran the threshold plus this, so it really ran at least the threshold.
+  static std::int64_t clock_ns_resolution() noexcept {
+#if defined(__linux__)
+    timespec res;
+    if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0) {
+      return static_cast<std::int64_t>(res.tv_sec) * 1000000000 + res.tv_nsec;
+    }
+#endif
+    return 0;
+  }
+
+  void watchdog_main() {
+    using namespace std::chrono_literals;
+    detail::set_current_thread_name(options_.thread_name_prefix + "-watch");
+    const std::chrono::nanoseconds threshold = *options_.report_calls_longer_than;
+    // A few looks per threshold: a call is reported at most a quarter threshold late.
+    const auto period = std::clamp<std::chrono::nanoseconds>(threshold / 4, 1ms, 1s);
+    const std::int64_t report_after = threshold.count() + 2 * clock_ns_resolution();
+    std::vector<running_call> late;
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!(closed_ && live_ == 0)) {
+      watchdog_cv_.wait_for(lock, period);
+      const std::int64_t now = clock_ns();
+      for (worker& w : workers_) {
+        // The call's number is read on both sides of its start time: equal, they belong together.
+        const std::uint64_t done_before = w.completed.load(std::memory_order_acquire);
+        const std::int64_t since = w.busy_since.load(std::memory_order_acquire);
+        if (since == 0 || now - since < report_after) continue;
+        if (w.completed.load(std::memory_order_acquire) != done_before) continue;
+        if (w.reported_call == done_before + 1) continue;
+        w.reported_call = done_before + 1;
+        late.push_back(describe(w, now - since));
+      }
+      if (late.empty()) continue;
+      lock.unlock();
+      for (const running_call& call : late) report_long_call(call);
+      late.clear();
+      lock.lock();
+    }
+  }
+
+  void report_long_call(const running_call& call) noexcept {
+    try {
+      if (call_observer* observer = metrics_->observer()) {
+        observer->on_long_call(call);
+      } else {
+        call_observer().on_long_call(call);  // the default: a line on stderr
+      }
+    } catch (...) {
+      detail::report_stray_exception("a call_observer");
+    }
   }
 
   // -- growth when every thread is blocked (grow_when_blocked) --------------------------------
@@ -917,16 +1022,19 @@ class alignas(detail::cache_line) thread_pool {
     worker_list exited;
     detail::op_base* stranded = nullptr;
     std::thread growth;
+    std::thread watchdog;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       if (closed_) {
         all_exited_cv_.wait(lock, [this] { return live_ == 0; });
         stranded = take_all_locked();  // only when no thread could ever be started for them
         growth.swap(growth_thread_);
+        watchdog.swap(watchdog_thread_);
       }
       exited.swap(exited_);
     }
     if (growth.joinable()) growth.join();
+    if (watchdog.joinable()) watchdog.join();
     for (worker& w : exited) w.thread.join();
     fail_chain(stranded, [] {
       return std::make_exception_ptr(make_error(
@@ -972,6 +1080,15 @@ class alignas(detail::cache_line) thread_pool {
   std::size_t growth_max_ = 0;
   std::uint64_t grown_ = 0;
   std::atomic<bool> growth_parked_{false};
+  // report_calls_longer_than: the thread that looks for long calls.
+  std::condition_variable watchdog_cv_;
+  std::thread watchdog_thread_;
+  // Declared last, so it is let go once every thread has exited; calls handed back keep it
+  // alive until they are delivered.
+  struct release_metrics {
+    void operator()(detail::pool_metrics* m) const noexcept { m->release_pool(); }
+  };
+  std::unique_ptr<detail::pool_metrics, release_metrics> metrics_;
 };
 
 namespace detail {

@@ -366,7 +366,7 @@ struct initiate_run {
   bool take_token(Op* op, offload_service* default_owner, bool may_wait) {
     limiter_state* limiter = op->extras().limiter.get();
     if (limiter == nullptr || limiter->try_acquire()) {
-      op->extras().holds_token = limiter != nullptr;
+      if (limiter != nullptr) op->extras().took_token();
       return true;
     }
     op->extras().resubmit = [op, t = target, default_owner, may_wait]() mutable {
@@ -378,7 +378,7 @@ struct initiate_run {
     };
     if (!limiter->acquire_or_enqueue(op)) return false;
     op->extras().resubmit = {};
-    op->extras().holds_token = true;
+    op->extras().took_token();
     return true;
   }
 };

@@ -642,6 +642,57 @@ static std::vector<double> w10_asio(std::size_t n) {
   return {per_sec};
 }
 
+// ---- W12: what thread_pool_options::timings costs ------------------------------------------
+
+static offload::thread_pool_options w12_options(bool timings) {
+  offload::thread_pool_options o;
+  o.max_workers = pool_size();
+  o.min_workers = pool_size();
+  o.timings = timings;
+  return o;
+}
+
+static offload::awaitable<void> w12_round_trips(offload::thread_pool& pool, int n,
+                                                std::vector<double>* lat) {
+  for (int i = 0; i < n; ++i) {
+    const auto t0 = clock_type::now();
+    g_sink += co_await offload::run_in_executor(pool, trivial);
+    lat->push_back(us_since(t0));
+  }
+}
+
+// W1's round trip on a pool of its own: p50 us.
+static std::vector<double> w12_round_trip(bool timings, int n) {
+  offload::thread_pool pool(w12_options(timings));
+  std::vector<double> lat;
+  lat.reserve(static_cast<std::size_t>(n));
+  offload::event_loop loop;
+  loop.run_until_complete(w12_round_trips(pool, n / 10, &lat));  // warm up: threads, caches
+  lat.clear();
+  loop.run_until_complete(w12_round_trips(pool, n, &lat));
+  return {percentile(lat, 0.5)};
+}
+
+// W2's burst, callbacks on the io_context: calls/s.
+static std::vector<double> w12_burst(bool timings, std::size_t n) {
+  offload::event_loop loop;
+  offload::thread_pool pool(w12_options(timings));
+  std::size_t done = 0;
+  auto on_done = [&](std::exception_ptr, int r) {
+    g_sink += r;
+    if (++done == n) loop.stop();
+  };
+  clock_type::time_point t0;
+  loop.call_soon([&] {
+    t0 = clock_type::now();
+    for (std::size_t i = 0; i < n; ++i) {
+      offload::async_run(pool, trivial, net::bind_executor(loop.context().get_executor(), on_done));
+    }
+  });
+  loop.run_forever();
+  return {static_cast<double>(n) / (us_since(t0) * 1e-6)};
+}
+
 // ---- W11: growth when every thread is blocked -----------------------------------------------
 
 // `calls` calls that each sleep `nap` on a 2-thread pool: with grow_when_blocked the pool
@@ -926,6 +977,20 @@ int main(int argc, char** argv) {
                     "~1 nap (50 ms); fixed: 400", false});
     rows.push_back({"W11 computing, peak thr", "threads", *std::max_element(peaks.begin(), peaks.end()),
                     static_cast<double>(offload::detail::usable_cpus()), "<= cores", false});
+  }
+
+  if (opt.wants("W12")) {
+    // The "asio" column holds the same pool with timings off (the default).
+    const int n1 = opt.quick ? 2000 : 50000;
+    auto [on1, off1] = alternate(
+        opt.repeats, [&] { return w12_round_trip(true, n1); },
+        [&] { return w12_round_trip(false, n1); });
+    rows.push_back({"W12 round trip, timings", "p50 us", on1[0], off1[0], "<= 1.05x", false});
+    const std::size_t n2 = opt.quick ? 20000 : 200000;
+    auto [on2, off2] = alternate(
+        opt.repeats, [&] { return w12_burst(true, n2); }, [&] { return w12_burst(false, n2); });
+    rows.push_back({"W12 burst " + std::to_string(n2 / 1000) + "k, timings", "calls/s", on2[0],
+                    off2[0], ">= 0.95x", true});
   }
 
   print_rows(rows, opt, floor_us);

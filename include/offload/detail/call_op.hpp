@@ -9,6 +9,7 @@
 #include <offload/detail/deadline.hpp>
 #include <offload/detail/op.hpp>
 #include <offload/detail/op_allocator.hpp>
+#include <offload/detail/pool_metrics.hpp>
 #include <offload/detail/service.hpp>
 #include <offload/detail/unique_function.hpp>
 #include <offload/errors.hpp>
@@ -211,7 +212,14 @@ struct call_extras {
   }
 
   cancel_policy policy;
+  /// The call took a token of its limiter now.
+  void took_token() noexcept {
+    holds_token = true;
+    token_taken_ns = steady_now_ns();
+  }
+
   bool holds_token = false;
+  std::int64_t token_taken_ns = 0;
   std::shared_ptr<limiter_state> limiter;
   void (*on_abandoned)(std::exception_ptr);
   std::optional<std::chrono::steady_clock::time_point> deadline;
@@ -346,6 +354,7 @@ class call_op final : public op_base {
         self->deliver();
         return true;
       case action::destroy: {
+        if (pool_metrics* m = self->metrics.load(std::memory_order_relaxed)) m->dropped();
         self->release_token();
         const bool counted = self->queue != nullptr;
         offload_service* h = self->home;
@@ -365,7 +374,7 @@ class call_op final : public op_base {
   // A capacity_limiter granted this waiting call a token (on whichever thread released one).
   void submit_granted() noexcept {
     if constexpr (std::is_same_v<Extras, call_extras>) {
-      extras_.holds_token = true;
+      extras_.took_token();
       unique_function resubmit = std::move(extras_.resubmit);
       resubmit();  // never throws: a refused submission fails the call
     }
@@ -377,7 +386,7 @@ class call_op final : public op_base {
     if constexpr (std::is_same_v<Extras, call_extras>) {
       if (extras_.holds_token) {
         extras_.holds_token = false;
-        extras_.limiter->release();
+        extras_.limiter->release(extras_.token_taken_ns);
       }
     }
   }
@@ -388,14 +397,19 @@ class call_op final : public op_base {
   // Under cancel_policy::abandon a running call's awaiter is answered now too; f runs on.
   bool cancel_call() {
     op_state expected = op_state::pending;
+    pool_metrics* const m = metrics.load(std::memory_order_relaxed);
     if (state.compare_exchange_strong(expected, op_state::cancelling, std::memory_order_acq_rel)) {
       offload_service* h = home;
+      deferred_event event;
+      if (m != nullptr) event = m->cancelled_before_start(*this, past_deadline());
       answer_cancelled("offload: the call was cancelled before it started (it never ran)",
                        cancellation_outcome::never_started);
       state.store(op_state::cancelled, std::memory_order_release);  // the node is not ours now
+      event.send();
       if (h != nullptr) h->op_finished();
       return true;
     }
+    if (past_deadline()) cancelled_by_deadline.store(true, std::memory_order_relaxed);
     cancel_requested.store(true, std::memory_order_release);
     if constexpr (Call::stoppable) stop_.request_stop();
     if (extras_.policy == cancel_policy::abandon) {
@@ -403,6 +417,8 @@ class call_op final : public op_base {
       if (state.compare_exchange_strong(expected, op_state::abandoning,
                                         std::memory_order_acq_rel)) {
         // Still counted in flight: the worker finishes the node when f returns.
+        // Told before the state settles, so that it comes before the worker's on_finish.
+        if (m != nullptr) m->abandoned(*this, past_deadline()).send();
         answer_cancelled(
             "offload: the call was cancelled while it ran and was abandoned (it may still be "
             "running)",
@@ -412,6 +428,15 @@ class call_op final : public op_base {
       }
     }
     return false;
+  }
+
+  // Whether a cancellation now comes from the call's own deadline.
+  bool past_deadline() const noexcept {
+    if constexpr (std::is_same_v<Extras, call_extras>) {
+      return extras_.deadline.has_value() && std::chrono::steady_clock::now() >= *extras_.deadline;
+    } else {
+      return false;
+    }
   }
 
   handler_executor executor() const {
@@ -466,6 +491,10 @@ class call_op final : public op_base {
       discard();  // already answered as cancelled
       return;
     }
+    if (pool_metrics* m = metrics.load(std::memory_order_relaxed)) {
+      m->failed_before_start(
+          *this, outcome_of_cancellation(error) == cancellation_outcome::never_started);
+    }
     error_ = std::move(error);
     release_token();
     try {
@@ -481,11 +510,16 @@ class call_op final : public op_base {
       discard();
       return;
     }
+    pool_metrics* const m = metrics.load(std::memory_order_relaxed);
+    const std::int64_t started_ns = m != nullptr ? m->started(*this) : 0;
     tl_calling_loop = home != nullptr ? home->attached_loop() : nullptr;
     tl_current_op = this;
     if constexpr (std::is_same_v<Extras, call_extras>) tl_call_deadline = extras_.deadline;
+    // The caller's context stays installed until the observer heard how the call ended.
+    std::optional<context_scope> context;
     try {
-      context_scope context(context_.get());
+      context.emplace(context_.get());
+      if (m != nullptr) m->starting(*this);
       if constexpr (Call::stoppable) {
         result_.fill([this]() -> decltype(auto) { return (*call_)(stop_.get_token()); });
       } else {
@@ -502,10 +536,15 @@ class call_op final : public op_base {
     } catch (...) {
       report_stray_exception("the destructor of an offloaded callable");
     }
+    const bool abandoned = !advance(op_state::running, op_state::done);
+    if (abandoned) (void)settled_state(state);
+    if (m != nullptr) {
+      m->finished(*this, error_ ? call_end::threw : call_end::returned, started_ns, abandoned);
+    }
+    context.reset();
     context_.reset();
-    release_token();
-    if (!advance(op_state::running, op_state::done)) {
-      (void)settled_state(state);
+    release_token();  // out of the call's context: it may submit the next waiting call
+    if (abandoned) {
       finish_abandoned();
       return;
     }
@@ -543,6 +582,7 @@ class call_op final : public op_base {
     [[maybe_unused]] std::optional<work_type> work = take_work();  // until the handler ran
     std::exception_ptr error = std::move(error_);
     std::optional<result_holder<value_type>> value;
+    if (pool_metrics* m = metrics.load(std::memory_order_relaxed)) m->delivered(*this);
     if (cancel_requested.load(std::memory_order_acquire)) {
       error = make_cancelled(
           "offload: the call was cancelled while it ran (it ran to its end; its result was "

@@ -7,6 +7,8 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/detail/spin.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -19,6 +21,7 @@ namespace offload::detail {
 
 class completion_queue;
 class offload_service;
+class pool_metrics;
 
 /// Ends the in-flight count of `count` calls of `home` (defined with offload_service, for the
 /// queues and counters declared before it).
@@ -40,9 +43,7 @@ enum class op_state : std::uint8_t {
 inline op_state settled_state(const std::atomic<op_state>& state) noexcept {
   op_state s = state.load(std::memory_order_acquire);
   while (s == op_state::cancelling || s == op_state::abandoning) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    cpu_relax();
     s = state.load(std::memory_order_acquire);
   }
   return s;
@@ -64,8 +65,14 @@ struct op_base {
   completion_queue* queue = nullptr;  // batched hand-back; null: post to the handler's executor
   offload_service* home = nullptr;    // the service that counts this call in flight
   const char* callable_name = "";
+  // Set by an offload pool when it is given the call (relaxed atomics: a call that waited for
+  // a limiter token is submitted by another thread than the one that may cancel it).
+  std::atomic<pool_metrics*> metrics{nullptr};
+  std::atomic<std::int64_t> stamp_ns{0};  // submitted, then f returned (with timings or observer)
+  std::atomic<std::uint64_t> call_id{0};  // for the pool's observer
   std::atomic<op_state> state{op_state::pending};
   std::atomic<bool> cancel_requested{false};  // the awaiter was cancelled while f ran
+  std::atomic<bool> cancelled_by_deadline{false};  // that cancellation was the call's deadline
   bool immediate = false;  // failed inside its initiation: must not complete inline
   // A canceller sits in the awaiter's slot: it may race the holder for `state`. Without one
   // the holder moves the state alone, with plain stores.
