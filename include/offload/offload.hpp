@@ -16,6 +16,7 @@
 #include <offload/gather.hpp>
 #include <offload/limiter.hpp>
 #include <offload/loop_thread.hpp>
+#include <offload/map.hpp>
 #include <offload/node_cache.hpp>
 #include <offload/outcome.hpp>
 #include <offload/serial_thread.hpp>

@@ -54,6 +54,8 @@ struct user {};
 struct order {};
 user load_user(int id);
 std::vector<order> load_orders(int id);
+struct document {};
+document parse_file(const std::string& path);
 
 // Coroutines of your own.
 offload::awaitable<void> heartbeat();
