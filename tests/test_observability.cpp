@@ -212,7 +212,7 @@ TEST_CASE("stats() times each phase of a call: queued, running and handing back"
   CHECK(s.timings.running.max >= 30ms);
   CHECK(s.timings.running.sum >= 90ms);
   CHECK(s.timings.queued.count == 3);
-  CHECK(s.timings.queued.max >= 56ms);  // the last call waited for two 30 ms calls
+  CHECK(s.timings.queued.max >= 45ms);  // the last call waited for two 30 ms calls
   CHECK(s.timings.handing_back.count == 3);
   CHECK(s.timings.handing_back.max < 10s);
   // All within the current window.
@@ -468,7 +468,7 @@ TEST_CASE("an observer's durations: queued and running of the call that ended",
   const std::vector<event> second = events_of(observer->events(), 2);
   REQUIRE(second.size() == 3);
   CHECK(second[2].durations.running >= 20ms);
-  CHECK(second[2].durations.queued >= 19ms);  // it waited for the first call
+  CHECK(second[2].durations.queued >= 10ms);  // it waited for the first call (20 ms)
 }
 
 TEST_CASE("an observer hears of a cancelled queued call, an abandoned one and a refused one",
@@ -609,7 +609,7 @@ TEST_CASE("running_calls() is a snapshot of the calls running now", "[observabil
   auto a = submit_plain(pool, hold);
   auto b = submit_plain(pool, hold);
   both.wait();
-  std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(30ms);  // running_for reads a clock of 1-10 ms ticks
   const std::vector<offload::running_call> now = pool.running_calls();
   g.open();
   a.get();
@@ -617,10 +617,12 @@ TEST_CASE("running_calls() is a snapshot of the calls running now", "[observabil
   REQUIRE(now.size() == 2);
   for (const offload::running_call& c : now) {
     CHECK(c.thread_name.rfind("offload-", 0) == 0);
-    CHECK(c.running_for >= 5ms);
+    CHECK(c.running_for >= 10ms);
     CHECK(c.callable == typeid(hold).name());
   }
-  CHECK(pool.running_calls().empty());
+  // A thread counts as running a call until it has handed the result back, which is after
+  // the future is ready.
+  CHECK(eventually([&] { return pool.running_calls().empty(); }));
 }
 
 // -- lifetime ------------------------------------------------------------------------------------
@@ -632,9 +634,10 @@ TEST_CASE("a call handed back by a pool that is gone before its awaiter resumes 
   o.timings = GENERATE(true, false);
   offload::event_loop loop;
   auto pool = std::make_unique<offload::thread_pool>(o);
-  std::latch ran(1);
-  auto f = [&ran] {
+  std::latch ran(1), release(1);
+  auto f = [&] {
     ran.count_down();
+    release.wait();  // returns only once the loop has stopped running: no delivery until later
     return 42;
   };
   std::optional<int> result;
@@ -647,7 +650,9 @@ TEST_CASE("a call handed back by a pool that is gone before its awaiter resumes 
     co_await offload_test::eventually_co([&] { return ran.try_wait(); });
   };
   loop.run_until_complete(until_ran());
+  release.count_down();
   pool.reset();  // joins its thread: the call is handed back, not yet delivered
+  REQUIRE_FALSE(result.has_value());
   auto until_result = [&]() -> offload::awaitable<void> {
     co_await offload_test::eventually_co([&] { return result.has_value(); });
   };
@@ -662,9 +667,10 @@ TEST_CASE("a call handed back by a pool that is gone, destroyed undelivered with
   auto pool = std::make_unique<offload::thread_pool>(o);
   {
     offload::event_loop loop;
-    std::latch ran(1);
-    auto f = [&ran] {
+    std::latch ran(1), release(1);
+    auto f = [&] {
       ran.count_down();
+      release.wait();
       return 42;
     };
     auto call = [&]() -> offload::awaitable<void> {
@@ -675,6 +681,7 @@ TEST_CASE("a call handed back by a pool that is gone, destroyed undelivered with
       co_await offload_test::eventually_co([&] { return ran.try_wait(); });
     };
     loop.run_until_complete(until_ran());
+    release.count_down();
     pool.reset();
   }  // the loop goes with the call still queued for delivery
   SUCCEED("no leak, no use after free (checked by ASan)");
@@ -711,7 +718,7 @@ TEST_CASE("a capacity_limiter times how long calls waited for a token and held i
   CHECK(s.held.count == 3);
   CHECK(s.held.p50 >= 18ms);  // a bucket's middle is within 1/16 of the value
   CHECK(s.held.sum >= 60ms);
-  CHECK(s.waited.max >= 38ms);  // the third call waited for two 20 ms calls
+  CHECK(s.waited.max >= 30ms);  // the third call waited for two 20 ms calls
   CHECK(s.recent_waited.count == 3);
   CHECK(s.recent_held.count == 3);
 }

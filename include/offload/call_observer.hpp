@@ -20,7 +20,8 @@ struct call_info {
 /// How a call ended, as on_finish reports it.
 enum class call_end {
   returned,                // f returned
-  threw,                   // f threw (or its context could not be installed)
+  threw,                   // f threw (or its context could not be installed); or, with no
+                           // on_start before it, the pool failed it without running it
   cancelled_before_start,  // cancelled or timed out while queued, or shut down with
                            // cancel_pending: f never ran
   refused,                 // the pool did not take it (shut down, or a full bounded queue)
@@ -44,7 +45,8 @@ struct running_call {
 /// Override what you need; every event runs on the thread where it happens, so keep it short
 /// and do not throw (an exception is reported on stderr and dropped). Each call the pool is
 /// given gets on_submit, then (if it starts) on_start, then on_finish, exactly once each;
-/// on_abandon comes between on_start and on_finish, on the awaiter's thread.
+/// on_abandon comes before on_finish, on the awaiter's thread (usually after on_start; a call
+/// abandoned just as its worker takes it may hear on_abandon first).
 class call_observer {
  public:
   virtual ~call_observer() = default;
@@ -59,13 +61,15 @@ class call_observer {
 
   /// Once per call. After f: on the worker, context still installed, once f's fate is
   /// settled (if it was abandoned, after on_abandon). Cancelled while queued: on the thread
-  /// that cancelled it (the awaiter's, or the one calling shutdown). Refused: on the
+  /// that cancelled it (the awaiter's, or the one calling shutdown), or on the worker that
+  /// finds it cancelled, if it was cancelled as it was being submitted. Failed by the pool
+  /// without running (call_end::threw): on the thread that gave up on it. Refused: on the
   /// submitting thread.
   virtual void on_finish(const call_info&, call_end, const call_durations&) {}
 
   /// On the awaiter's thread, when its awaiter is answered while f runs on
-  /// (cancel_policy::abandon). Keep it short: if f returns meanwhile, its worker waits for it
-  /// (so that on_finish comes after).
+  /// (cancel_policy::abandon). Keep it short and never wait for the pool here: if f returns
+  /// meanwhile, its worker waits for on_abandon to return (so that on_finish comes after).
   virtual void on_abandon(const call_info&) {}
 
   /// A call still running after thread_pool_options::report_calls_longer_than, reported once,

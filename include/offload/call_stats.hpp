@@ -36,7 +36,9 @@ struct call_timings {
 /// and timed_out say more about some of those.
 struct call_counts {
   std::uint64_t completed = 0;               // f returned
-  std::uint64_t failed = 0;                  // f threw (or its context could not be installed)
+  /// f threw (or its context could not be installed), or the pool failed the call without
+  /// running it (no thread could be started for it, or the thread initializer threw).
+  std::uint64_t failed = 0;
   std::uint64_t cancelled_before_start = 0;  // cancelled while queued: f never ran
   /// The awaiter was cancelled while f ran, and f ran to its end (cancel_policy::wait): the
   /// awaiter got the cancellation, the result was discarded. Also in completed or failed. (A

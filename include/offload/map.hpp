@@ -42,17 +42,26 @@ class map_group final : public child_group {
         initiation_{std::move(target), no_extras{}},
         f_(std::move(f)) {}
 
+  /// Starts a call per element. If walking the range throws (a view's iterator), the elements
+  /// not reached fail with that exception, which then cancels the calls already started.
   template <typename Range>
   void start_all(const net::any_io_executor& ex, Range& items) {
     const std::shared_ptr<child_group> self = shared_from_this();
     std::size_t i = 0;
-    for (auto&& item : items) {
-      if constexpr (std::ranges::view<Range>) {  // the elements are someone else's
-        start_one(self, ex, i, std::forward<decltype(item)>(item));
-      } else {  // map owns the container: its elements move into their calls
-        start_one(self, ex, i, std::move(item));
+    try {
+      for (auto&& item : items) {
+        if constexpr (std::ranges::view<Range>) {  // the elements are someone else's
+          start_one(self, ex, i, std::forward<decltype(item)>(item));
+        } else {  // map owns the container: its elements move into their calls
+          start_one(self, ex, i, std::move(item));
+        }
+        ++i;
       }
-      ++i;
+    } catch (...) {
+      for (; i < results.size(); ++i) {
+        results[i].set_error(std::current_exception());
+        child_finished(i, true);
+      }
     }
     all_started();
   }
@@ -138,8 +147,8 @@ concept mappable =
 /// gather starts a call<T>); the results in the order of `items`. f is shared by the calls,
 /// which invoke it concurrently as a const object: make it safe for that. map keeps `items`
 /// (a container is moved or copied in; a view, such as a std::span or std::views::iota, is
-/// kept as the view) and each element is copied into its call (moved, from a container map
-/// owns). The first exception cancels the calls not yet finished (queued ones never run,
+/// kept as the view; a range that is not sized is walked twice, once to count it) and each
+/// element is copied into its call (moved, from a container map owns). The first exception cancels the calls not yet finished (queued ones never run,
 /// running ones are asked to stop and awaited), then is rethrown; cancelling the awaiter
 /// cancels them all. No elements: an empty vector (awaitable<void> when f returns void).
 template <typename Target, typename F, typename Range>

@@ -95,7 +95,9 @@ struct thread_pool_options {
   /// Set: a call still running this long after it started is reported once, with its thread's
   /// name (the observer's on_long_call, by default a line on stderr), by a thread the pool
   /// starts for it, which looks a few times per threshold (at most every second, at least
-  /// every millisecond).
+  /// every millisecond). It reads the coarse clock running_calls() uses, so a call is reported
+  /// once it has run the threshold plus two ticks of that clock (1-10 ms, by the kernel's HZ)
+  /// and up to a quarter threshold more; one that ends sooner is not.
   std::optional<std::chrono::nanoseconds> report_calls_longer_than;
 };
 
@@ -104,7 +106,8 @@ struct thread_pool_stats {
   std::size_t idle = 0;          // alive and waiting for work
   std::size_t queued = 0;        // submitted, not started
   std::size_t running = 0;       // running a call now
-  std::uint64_t completed = 0;   // calls finished since construction
+  std::uint64_t completed = 0;   // calls the threads took since construction (calls.completed:
+                                 // those whose f returned)
   std::size_t peak_workers = 0;  // most threads alive at once
   std::uint64_t grown = 0;       // threads started past max_workers by grow_when_blocked
   call_counts calls;             // how the calls ended
@@ -209,7 +212,7 @@ class alignas(detail::cache_line) thread_pool {
     try {
       std::lock_guard<std::mutex> lock(mutex_);
       if (options_.report_calls_longer_than) {
-        watchdog_thread_ = std::thread([this] { watchdog_main(); });
+        watchdog_thread_ = std::thread([this] { watchdog_thread_main(); });
       }
       for (std::size_t i = 0; i < options_.min_workers; ++i) spawn_locked();
       if (options_.grow_when_blocked) {
@@ -834,6 +837,16 @@ class alignas(detail::cache_line) thread_pool {
     }
   }
 
+  // The watchdog's thread: a failure to describe a call (out of memory) ends the reports, not
+  // the process.
+  void watchdog_thread_main() noexcept {
+    try {
+      watchdog_main();
+    } catch (...) {
+      detail::report_stray_exception("thread_pool's long-call watchdog");
+    }
+  }
+
   void report_long_call(const running_call& call) noexcept {
     try {
       if (call_observer* observer = metrics_->observer()) {
@@ -1083,8 +1096,8 @@ class alignas(detail::cache_line) thread_pool {
   // report_calls_longer_than: the thread that looks for long calls.
   std::condition_variable watchdog_cv_;
   std::thread watchdog_thread_;
-  // Declared last, so it is let go once every thread has exited; calls handed back keep it
-  // alive until they are delivered.
+  // Let go after the destructor's body joined every thread; calls handed back keep it alive
+  // until they are delivered.
   struct release_metrics {
     void operator()(detail::pool_metrics* m) const noexcept { m->release_pool(); }
   };

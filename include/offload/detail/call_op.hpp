@@ -33,6 +33,17 @@ namespace offload::detail {
 template <typename F, typename... Args>
 inline constexpr bool takes_stop_token = std::is_invocable_v<F&&, std::stop_token, Args&&...>;
 
+template <typename F>
+struct unwrap_reference_wrapper {
+  using type = F;
+};
+template <typename F>
+struct unwrap_reference_wrapper<std::reference_wrapper<F>> {
+  using type = std::remove_cv_t<F>;
+};
+template <typename F>
+using unwrapped_type = typename unwrap_reference_wrapper<F>::type;
+
 template <typename F, typename... Args>
 struct invoke_result_of {
   using type = std::invoke_result_t<F&&, Args&&...>;
@@ -71,7 +82,9 @@ class bound_call {
         args_);
   }
 
-  static const char* name() noexcept { return typeid(F).name(); }
+  /// The callable's type as the compiler names it (the referred-to type for a
+  /// std::reference_wrapper, as offload::map makes).
+  static const char* name() noexcept { return typeid(unwrapped_type<F>).name(); }
 
  private:
   F f_;
@@ -397,11 +410,17 @@ class call_op final : public op_base {
   // Under cancel_policy::abandon a running call's awaiter is answered now too; f runs on.
   bool cancel_call() {
     op_state expected = op_state::pending;
-    pool_metrics* const m = metrics.load(std::memory_order_relaxed);
     if (state.compare_exchange_strong(expected, op_state::cancelling, std::memory_order_acq_rel)) {
       offload_service* h = home;
+      const bool by_deadline = past_deadline();
+      if (by_deadline) cancelled_by_deadline.store(true, std::memory_order_relaxed);
+      // Not submitted yet (a call waiting for a limiter token may be, on another thread, as we
+      // cancel it): the pool that gets it counts it when it finds it cancelled (discard).
       deferred_event event;
-      if (m != nullptr) event = m->cancelled_before_start(*this, past_deadline());
+      pool_metrics* const m = metrics.load(std::memory_order_acquire);
+      if (m != nullptr && !cancel_counted.exchange(true, std::memory_order_acq_rel)) {
+        event = m->cancelled_before_start(*this, by_deadline);
+      }
       answer_cancelled("offload: the call was cancelled before it started (it never ran)",
                        cancellation_outcome::never_started);
       state.store(op_state::cancelled, std::memory_order_release);  // the node is not ours now
@@ -416,6 +435,7 @@ class call_op final : public op_base {
       expected = op_state::running;
       if (state.compare_exchange_strong(expected, op_state::abandoning,
                                         std::memory_order_acq_rel)) {
+        pool_metrics* const m = metrics.load(std::memory_order_acquire);
         // Still counted in flight: the worker finishes the node when f returns.
         // Told before the state settles, so that it comes before the worker's on_finish.
         if (m != nullptr) m->abandoned(*this, past_deadline()).send();
@@ -477,6 +497,11 @@ class call_op final : public op_base {
   // The node of a call cancelled before it started, reached by whoever held it.
   void discard() noexcept {
     (void)settled_state(state);  // the canceller may still be answering from the node
+    pool_metrics* const m = metrics.load(std::memory_order_acquire);
+    if (m != nullptr && !cancel_counted.exchange(true, std::memory_order_acq_rel)) {
+      m->cancelled_before_start(*this, cancelled_by_deadline.load(std::memory_order_relaxed))
+          .send();
+    }
     release_token();
     try {
       call_.reset();

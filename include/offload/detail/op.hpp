@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <exception>
 #include <optional>
+#include <thread>
 
 namespace offload::detail {
 
@@ -39,11 +40,17 @@ enum class op_state : std::uint8_t {
                // the node when f returns
 };
 
-/// Whoever finds a node in a transient state waits the few instructions it takes to leave it.
+/// Whoever finds a node in a transient state waits for it to leave it: a few instructions,
+/// or an observer's on_abandon (then the waiter gives its CPU away rather than spin).
 inline op_state settled_state(const std::atomic<op_state>& state) noexcept {
+  constexpr int spins_before_yield = 64;  // well past the few instructions of the usual case
   op_state s = state.load(std::memory_order_acquire);
-  while (s == op_state::cancelling || s == op_state::abandoning) {
-    cpu_relax();
+  for (int spins = 0; s == op_state::cancelling || s == op_state::abandoning; ++spins) {
+    if (spins < spins_before_yield) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
     s = state.load(std::memory_order_acquire);
   }
   return s;
@@ -65,14 +72,17 @@ struct op_base {
   completion_queue* queue = nullptr;  // batched hand-back; null: post to the handler's executor
   offload_service* home = nullptr;    // the service that counts this call in flight
   const char* callable_name = "";
-  // Set by an offload pool when it is given the call (relaxed atomics: a call that waited for
-  // a limiter token is submitted by another thread than the one that may cancel it).
+  // Set by an offload pool when it is given the call, after on_submit (atomics: a call that
+  // waited for a limiter token is submitted by another thread than the one that may cancel it).
   std::atomic<pool_metrics*> metrics{nullptr};
   std::atomic<std::int64_t> stamp_ns{0};  // submitted, then f returned (with timings or observer)
   std::atomic<std::uint64_t> call_id{0};  // for the pool's observer
   std::atomic<op_state> state{op_state::pending};
   std::atomic<bool> cancel_requested{false};  // the awaiter was cancelled while f ran
   std::atomic<bool> cancelled_by_deadline{false};  // that cancellation was the call's deadline
+  // Whoever counts a call cancelled while queued (its canceller, or the holder that finds it
+  // cancelled) takes this first: once, whichever saw the pool's metrics.
+  std::atomic<bool> cancel_counted{false};
   bool immediate = false;  // failed inside its initiation: must not complete inline
   // A canceller sits in the awaiter's slot: it may race the holder for `state`. Without one
   // the holder moves the state alone, with plain stores.

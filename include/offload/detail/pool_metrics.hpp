@@ -115,15 +115,18 @@ class pool_metrics {
 
   // -- on the submitting thread --------------------------------------------------------------
 
+  /// Published last: a canceller that sees the metrics sees the stamp and id, and comes after
+  /// on_submit.
   void submitted(op_base& op) noexcept {
-    op.metrics.store(this, std::memory_order_relaxed);
-    if (!stamps_) return;
-    op.stamp_ns.store(steady_now_ns(), std::memory_order_relaxed);
-    if (observer_ != nullptr) {
-      op.call_id.store(next_id_.fetch_add(1, std::memory_order_relaxed) + 1,
-                       std::memory_order_relaxed);
-      notify([&] { observer_->on_submit(info(op)); });
+    if (stamps_) {
+      op.stamp_ns.store(steady_now_ns(), std::memory_order_relaxed);
+      if (observer_ != nullptr) {
+        op.call_id.store(next_id_.fetch_add(1, std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);
+        notify([&] { observer_->on_submit(info(op)); });
+      }
     }
+    op.metrics.store(this, std::memory_order_release);
   }
 
   /// The pool did not take the call: its submitter fails it, uncounted from here on.
@@ -194,6 +197,7 @@ class pool_metrics {
 
   // -- on the awaiter's thread (or a thread shutting the pool down) ---------------------------
 
+  /// Once per call (op_base::cancel_counted), by its canceller or the holder that finds it.
   [[nodiscard]] deferred_event cancelled_before_start(op_base& op, bool by_deadline) noexcept {
     cancelled_before_start_.fetch_add(1, std::memory_order_relaxed);
     if (by_deadline) timed_out_.fetch_add(1, std::memory_order_relaxed);
@@ -218,7 +222,11 @@ class pool_metrics {
         });
       }
     }
-    if (!timings_) op.metrics.store(nullptr, std::memory_order_relaxed);
+    if (timings_) {
+      op.stamp_ns.store(steady_now_ns(), std::memory_order_relaxed);  // its hand-back starts now
+    } else {
+      op.metrics.store(nullptr, std::memory_order_relaxed);
+    }
   }
 
   [[nodiscard]] deferred_event abandoned(op_base& op, bool by_deadline) noexcept {
@@ -246,9 +254,11 @@ class pool_metrics {
   // -- reading, and workers leaving (under the pool's lock) -----------------------------------
 
   void read_worker(const worker_record& record, metrics_reading& into) const noexcept {
-    const std::int64_t epoch = epoch_of(steady_now_ns());
-    record.queued.read(into.queued_life, into.queued_recent, epoch);
-    record.running.read(into.running_life, into.running_recent, epoch);
+    if (timings_) {
+      const std::int64_t epoch = epoch_of(steady_now_ns());
+      record.queued.read(into.queued_life, into.queued_recent, epoch);
+      record.running.read(into.running_life, into.running_recent, epoch);
+    }
     into.completed += record.completed.load(std::memory_order_relaxed);
     into.failed += record.failed.load(std::memory_order_relaxed);
     into.cancelled_while_running += record.cancelled_while_running.load(std::memory_order_relaxed);
@@ -273,8 +283,9 @@ class pool_metrics {
                       call_timings& recent) const noexcept {
     read_worker(retired_, r);
     read_worker(unbound_, r);
-    handing_back_.read(r.handing_back_life, r.handing_back_recent,
-                       epoch_of(steady_now_ns()));
+    if (timings_) {
+      handing_back_.read(r.handing_back_life, r.handing_back_recent, epoch_of(steady_now_ns()));
+    }
     counts.completed = r.completed;
     counts.failed = r.failed;
     counts.cancelled_before_start = cancelled_before_start_.load(std::memory_order_relaxed);
