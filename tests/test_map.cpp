@@ -76,8 +76,7 @@ TEST_CASE("map runs f once per element on the target's threads and keeps the inp
   CHECK(threads.count(loop_thread) == 0);
 }
 
-TEST_CASE("map takes views, owned containers of move-only values, and void functions",
-          "[map]") {
+TEST_CASE("map takes views, owned containers of move-only values, and void functions", "[map]") {
   offload::thread_pool pool(2);
   std::atomic<int> sum{0};
   auto add = [&sum](int x) { sum += x; };
@@ -194,10 +193,9 @@ TEST_CASE("cancelling map's awaiter cancels its calls; a running one is asked to
     const std::vector<int> items = indices(50);
     co_await offload::map(pool, f, items);
   };
-  net::co_spawn(loop.get_executor(), mapped(),
-                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
-                  result = e;
-                }));
+  net::co_spawn(
+      loop.get_executor(), mapped(),
+      net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) { result = e; }));
   auto cancel = [&]() -> offload::awaitable<void> {
     co_await offload_test::eventually_co([&] { return started.try_wait(); });
     running = pool.running_calls();
@@ -268,9 +266,10 @@ class throwing_range {
 
 }  // namespace
 
-TEST_CASE("map: a range whose walk throws fails the map with that exception once the calls "
-          "it started have finished",
-          "[map]") {
+TEST_CASE(
+    "map: a range whose walk throws fails the map with that exception once the calls "
+    "it started have finished",
+    "[map]") {
   static_assert(std::ranges::forward_range<throwing_range>);
   offload::thread_pool pool(2);
   std::atomic<int> ran{0}, finished{0};
@@ -290,6 +289,6 @@ TEST_CASE("map: a range whose walk throws fails the map with that exception once
     }
   });
   CHECK(what == "the range broke");
-  CHECK(ran <= 4);  // only the elements before the throw were started
+  CHECK(ran <= 4);                            // only the elements before the throw were started
   CHECK(finished_when_thrown == ran.load());  // and all of them had finished
 }

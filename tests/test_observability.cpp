@@ -239,9 +239,10 @@ TEST_CASE("without timings stats() still counts the calls but times none",
   CHECK(s.timings.handing_back.count == 0);
 }
 
-TEST_CASE("stats() counts how calls ended: completed, failed, cancelled, abandoned, timed out, "
-          "refused",
-          "[observability][counts]") {
+TEST_CASE(
+    "stats() counts how calls ended: completed, failed, cancelled, abandoned, timed out, "
+    "refused",
+    "[observability][counts]") {
   offload::thread_pool pool(options_with(1));
   offload::event_loop loop;
   std::latch release_first(1), release_abandoned(1);
@@ -276,9 +277,9 @@ TEST_CASE("stats() counts how calls ended: completed, failed, cancelled, abandon
     (void)co_await offload::run_in_executor(pool, {.timeout = 20ms}, quick);
   };
   net::co_spawn(loop.get_executor(), held_call(), [&](std::exception_ptr e) { held = e; });
-  net::co_spawn(loop.get_executor(), queued_call(),
-                net::bind_cancellation_slot(signal.slot(),
-                                            [&](std::exception_ptr e) { cancelled = e; }));
+  net::co_spawn(
+      loop.get_executor(), queued_call(),
+      net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) { cancelled = e; }));
   net::co_spawn(loop.get_executor(), timed_call(), [&](std::exception_ptr e) { timed_out = e; });
   auto until_both_queued = [&]() -> offload::awaitable<void> {
     co_await offload_test::eventually_co([&] { return pool.stats().queued == 2; });
@@ -329,8 +330,7 @@ TEST_CASE("stats() counts how calls ended: completed, failed, cancelled, abandon
     release_abandoned.wait();
   };
   auto abandoned_call = [&]() -> offload::awaitable<void> {
-    co_await offload::run_in_executor(pool, {.policy = offload::cancel_policy::abandon},
-                                      abandoned);
+    co_await offload::run_in_executor(pool, {.policy = offload::cancel_policy::abandon}, abandoned);
   };
   net::co_spawn(loop.get_executor(), abandoned_call(),
                 net::bind_cancellation_slot(signal3.slot(),
@@ -359,9 +359,10 @@ TEST_CASE("stats() counts how calls ended: completed, failed, cancelled, abandon
   CHECK(c.timed_out == 1);
 }
 
-TEST_CASE("shutdown(cancel_pending) counts the calls it cancelled; a pool's figures survive the "
-          "threads that recorded them",
-          "[observability][counts]") {
+TEST_CASE(
+    "shutdown(cancel_pending) counts the calls it cancelled; a pool's figures survive the "
+    "threads that recorded them",
+    "[observability][counts]") {
   offload::thread_pool_options o = options_with(1);
   o.keep_alive = 1ms;  // the thread exits soon after its calls: its figures must stay
   offload::thread_pool pool(o);
@@ -389,9 +390,10 @@ TEST_CASE("shutdown(cancel_pending) counts the calls it cancelled; a pool's figu
 
 // -- the observer --------------------------------------------------------------------------------
 
-TEST_CASE("an observer hears submit, start and finish of each call, in that order, on the "
-          "caller's and the worker's threads, with the caller's context on the worker",
-          "[observability][observer]") {
+TEST_CASE(
+    "an observer hears submit, start and finish of each call, in that order, on the "
+    "caller's and the worker's threads, with the caller's context on the worker",
+    "[observability][observer]") {
   auto observer = std::make_shared<recording_observer>();
   offload::thread_pool pool(options_with(2, observer));
   offload::context_hook request_id(
@@ -490,12 +492,12 @@ TEST_CASE("an observer hears of a cancelled queued call, an abandoned one and a 
   auto queued_call = [&]() -> offload::awaitable<void> {
     (void)co_await offload::run_in_executor(pool, quick);
   };
-  net::co_spawn(loop.get_executor(), held_call(),
-                net::bind_cancellation_slot(cancel_held.slot(),
-                                            [&](std::exception_ptr e) { held = e; }));
-  net::co_spawn(loop.get_executor(), queued_call(),
-                net::bind_cancellation_slot(cancel_queued.slot(),
-                                            [&](std::exception_ptr e) { queued = e; }));
+  net::co_spawn(
+      loop.get_executor(), held_call(),
+      net::bind_cancellation_slot(cancel_held.slot(), [&](std::exception_ptr e) { held = e; }));
+  net::co_spawn(
+      loop.get_executor(), queued_call(),
+      net::bind_cancellation_slot(cancel_queued.slot(), [&](std::exception_ptr e) { queued = e; }));
   std::thread::id loop_thread;
   auto cancel_both = [&]() -> offload::awaitable<void> {
     loop_thread = std::this_thread::get_id();
@@ -547,9 +549,10 @@ TEST_CASE("an observer that throws is reported on stderr; the call goes on",
 
 // -- long calls ----------------------------------------------------------------------------------
 
-TEST_CASE("a call running past report_calls_longer_than is reported once, with its thread's "
-          "name; shorter calls are not",
-          "[observability][long_calls]") {
+TEST_CASE(
+    "a call running past report_calls_longer_than is reported once, with its thread's "
+    "name; shorter calls are not",
+    "[observability][long_calls]") {
   auto observer = std::make_shared<recording_observer>();
   offload::thread_pool_options o = options_with(2, observer);
   o.thread_name_prefix = "slowpool";
@@ -627,9 +630,10 @@ TEST_CASE("running_calls() is a snapshot of the calls running now", "[observabil
 
 // -- lifetime ------------------------------------------------------------------------------------
 
-TEST_CASE("a call handed back by a pool that is gone before its awaiter resumes is still "
-          "delivered (the figures outlive the pool)",
-          "[observability][lifetime]") {
+TEST_CASE(
+    "a call handed back by a pool that is gone before its awaiter resumes is still "
+    "delivered (the figures outlive the pool)",
+    "[observability][lifetime]") {
   offload::thread_pool_options o = options_with(1);
   o.timings = GENERATE(true, false);
   offload::event_loop loop;
@@ -710,7 +714,8 @@ TEST_CASE("a capacity_limiter times how long calls waited for a token and held i
   auto f = sleeper{20ms};
   run_on_loop([&]() -> offload::awaitable<void> {
     std::vector<offload::call<int>> calls;
-    for (int i = 0; i < 3; ++i) calls.push_back(offload::run_in_executor(pool, {.limiter = &one}, f));
+    for (int i = 0; i < 3; ++i)
+      calls.push_back(offload::run_in_executor(pool, {.limiter = &one}, f));
     (void)co_await offload::gather(std::move(calls));
   });
   const offload::capacity_limiter::stats_type s = one.stats();

@@ -13,8 +13,8 @@ namespace offload {
 
 /// Which call an event is about.
 struct call_info {
-  std::uint64_t id = 0;        // unique among the calls of one pool, in submission order
-  const char* callable = "";   // the callable's type, as the compiler names it
+  std::uint64_t id = 0;       // unique among the calls of one pool, in submission order
+  const char* callable = "";  // the callable's type, as the compiler names it
 };
 
 /// How a call ended, as on_finish reports it.

@@ -35,7 +35,7 @@ struct call_timings {
 /// completed, failed, cancelled_before_start or refused; cancelled_while_running, abandoned
 /// and timed_out say more about some of those.
 struct call_counts {
-  std::uint64_t completed = 0;               // f returned
+  std::uint64_t completed = 0;  // f returned
   /// f threw (or its context could not be installed), or the pool failed the call without
   /// running it (no thread could be started for it, or the thread initializer threw).
   std::uint64_t failed = 0;

@@ -99,11 +99,11 @@ class map_group final : public child_group {
 
 template <typename T, typename Target, typename F, typename Range>
 awaitable<std::shared_ptr<map_group<T, Target, F>>> map_all(target_holder<Target> target, F f,
-                                                           Range items, on_failure failure) {
+                                                            Range items, on_failure failure) {
   auto ex = co_await net::this_coro::executor;
   const auto size = static_cast<std::size_t>(std::ranges::distance(items));
-  auto group = std::make_shared<map_group<T, Target, F>>(size, failure, std::move(target),
-                                                         std::move(f));
+  auto group =
+      std::make_shared<map_group<T, Target, F>>(size, failure, std::move(target), std::move(f));
   group->start_all(ex, items);
   group = co_await await_all(std::move(group));
   rethrow_if_parent_cancelled(*group, "offload::map: the awaiter was cancelled");
@@ -130,14 +130,13 @@ awaitable<mapped_results_t<T>> map_values(target_holder<Target> target, F f, Ran
 
 template <typename T, typename Target, typename F, typename Range>
 awaitable<std::vector<outcome<T>>> map_outcomes(target_holder<Target> target, F f, Range items) {
-  auto group = co_await map_all<T>(std::move(target), std::move(f), std::move(items),
-                                   on_failure::let_run);
+  auto group =
+      co_await map_all<T>(std::move(target), std::move(f), std::move(items), on_failure::let_run);
   co_return std::move(group->results);
 }
 
 template <typename F, typename Range>
-concept mappable =
-    std::ranges::forward_range<Range> && std::copy_constructible<Range> &&
+concept mappable = std::ranges::forward_range<Range> && std::copy_constructible<Range> &&
     callable_with<std::reference_wrapper<const F>, std::ranges::range_value_t<Range>>;
 
 }  // namespace detail
@@ -148,12 +147,13 @@ concept mappable =
 /// which invoke it concurrently as a const object: make it safe for that. map keeps `items`
 /// (a container is moved or copied in; a view, such as a std::span or std::views::iota, is
 /// kept as the view; a range that is not sized is walked twice, once to count it) and each
-/// element is copied into its call (moved, from a container map owns). The first exception cancels the calls not yet finished (queued ones never run,
-/// running ones are asked to stop and awaited), then is rethrown; cancelling the awaiter
-/// cancels them all. No elements: an empty vector (awaitable<void> when f returns void).
+/// element is copied into its call (moved, from a container map owns). The first exception cancels
+/// the calls not yet finished (queued ones never run, running ones are asked to stop and awaited),
+/// then is rethrown; cancelling the awaiter cancels them all. No elements: an empty vector
+/// (awaitable<void> when f returns void).
 template <typename Target, typename F, typename Range>
 requires detail::runs_calls<std::remove_cvref_t<Target>> &&
-         detail::mappable<F, std::remove_cvref_t<Range>>
+    detail::mappable<F, std::remove_cvref_t<Range>>
 auto map(Target&& target, F f, Range&& items)
     -> awaitable<detail::mapped_results_t<detail::mapped_value_t<F, std::remove_cvref_t<Range>>>> {
   using T = detail::mapped_value_t<F, std::remove_cvref_t<Range>>;
@@ -166,7 +166,7 @@ auto map(Target&& target, F f, Range&& items)
 /// exception) per element, in order.
 template <typename Target, typename F, typename Range>
 requires detail::runs_calls<std::remove_cvref_t<Target>> &&
-         detail::mappable<F, std::remove_cvref_t<Range>>
+    detail::mappable<F, std::remove_cvref_t<Range>>
 auto map(return_exceptions_t, Target&& target, F f, Range&& items)
     -> awaitable<std::vector<outcome<detail::mapped_value_t<F, std::remove_cvref_t<Range>>>>> {
   using T = detail::mapped_value_t<F, std::remove_cvref_t<Range>>;

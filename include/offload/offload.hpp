@@ -7,10 +7,10 @@
 #include <offload/call_observer.hpp>
 #include <offload/call_options.hpp>
 #include <offload/call_stats.hpp>
+#include <offload/concurrent_future.hpp>
 #include <offload/config.hpp>
 #include <offload/context.hpp>
 #include <offload/errors.hpp>
-#include <offload/concurrent_future.hpp>
 #include <offload/event_loop.hpp>
 #include <offload/future.hpp>
 #include <offload/gather.hpp>

@@ -17,12 +17,12 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <ranges>
 #include <future>
 #include <iostream>
 #include <latch>
 #include <map>
 #include <new>
+#include <ranges>
 #include <sstream>
 #include <string>
 #include <thread>

@@ -83,7 +83,6 @@ inline bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
 
-
 /// An exception type of the tests' own, carrying a value to check after a round trip.
 struct my_error : std::runtime_error {
   explicit my_error(int c) : std::runtime_error("my_error"), code(c) {}

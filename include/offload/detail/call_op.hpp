@@ -517,8 +517,8 @@ class call_op final : public op_base {
       return;
     }
     if (pool_metrics* m = metrics.load(std::memory_order_relaxed)) {
-      m->failed_before_start(
-          *this, outcome_of_cancellation(error) == cancellation_outcome::never_started);
+      m->failed_before_start(*this,
+                             outcome_of_cancellation(error) == cancellation_outcome::never_started);
     }
     error_ = std::move(error);
     release_token();

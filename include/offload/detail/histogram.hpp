@@ -86,7 +86,8 @@ class latency_histogram {
     bump(to.count_, count_.load(std::memory_order_relaxed));
     bump(to.sum_, sum_.load(std::memory_order_relaxed));
     const std::uint64_t max = max_.load(std::memory_order_relaxed);
-    if (max > to.max_.load(std::memory_order_relaxed)) to.max_.store(max, std::memory_order_relaxed);
+    if (max > to.max_.load(std::memory_order_relaxed))
+      to.max_.store(max, std::memory_order_relaxed);
   }
 
   inline void add_into(histogram_snapshot& to) const noexcept;
@@ -190,8 +191,8 @@ class windowed_histogram {
     }
   }
 
-  void read(histogram_snapshot& life, histogram_snapshot& recent, std::int64_t epoch) const
-      noexcept {
+  void read(histogram_snapshot& life, histogram_snapshot& recent,
+            std::int64_t epoch) const noexcept {
     life_.add_into(life);
     for (std::size_t slot = 0; slot < 2; ++slot) {
       const std::int64_t e = epochs_[slot].load(std::memory_order_acquire);

@@ -109,9 +109,7 @@ class pool_metrics {
   pool_metrics& operator=(const pool_metrics&) = delete;
 
   /// The worker thread that runs this pool's calls records into `record` from now on.
-  void bind_worker(worker_record& record) noexcept {
-    tl_worker = {this, &record};
-  }
+  void bind_worker(worker_record& record) noexcept { tl_worker = {this, &record}; }
 
   // -- on the submitting thread --------------------------------------------------------------
 
@@ -215,8 +213,7 @@ class pool_metrics {
     } else {
       unbound_.failed.fetch_add(1, std::memory_order_relaxed);
       if (observer_ != nullptr) {
-        const std::int64_t queued =
-            steady_now_ns() - op.stamp_ns.load(std::memory_order_relaxed);
+        const std::int64_t queued = steady_now_ns() - op.stamp_ns.load(std::memory_order_relaxed);
         notify([&] {
           observer_->on_finish(info(op), call_end::threw, {std::chrono::nanoseconds(queued), {}});
         });
@@ -240,10 +237,9 @@ class pool_metrics {
   /// `this` may be freed on return.
   void delivered(op_base& op) noexcept {
     const std::int64_t now = steady_now_ns();
-    handing_back_.add_shared(
-        static_cast<std::uint64_t>(
-            std::max<std::int64_t>(0, now - op.stamp_ns.load(std::memory_order_relaxed))),
-        epoch_of(now));
+    handing_back_.add_shared(static_cast<std::uint64_t>(std::max<std::int64_t>(
+                                 0, now - op.stamp_ns.load(std::memory_order_relaxed))),
+                             epoch_of(now));
     release_delivered();
   }
 
