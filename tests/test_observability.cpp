@@ -122,16 +122,6 @@ std::vector<event> events_of(const std::vector<event>& all, std::uint64_t id) {
   return mine;
 }
 
-std::error_code code_of(std::exception_ptr e) {
-  try {
-    if (e) std::rethrow_exception(e);
-  } catch (const std::system_error& error) {
-    return error.code();
-  } catch (...) {
-  }
-  return {};
-}
-
 /// What `f` threw, or null.
 template <typename F>
 std::exception_ptr error_of(F&& f) {
@@ -347,7 +337,7 @@ TEST_CASE(
 
   // Refused once shut down.
   pool.shutdown();
-  CHECK(code_of(error_of([&] { submit_plain(pool, quick).get(); })) ==
+  CHECK(offload_test::code_of(error_of([&] { submit_plain(pool, quick).get(); })) ==
         offload::errc::executor_shutdown);
   CHECK(pool.stats().calls.refused == 1);
   const offload::call_counts c = pool.stats().calls;

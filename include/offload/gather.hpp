@@ -144,6 +144,21 @@ std::vector<call<range_awaitable_value_t<Range>>> collect(Range& range) {
   }
 }
 
+/// A range of children's results: the first failure's exception rethrown, or the values in
+/// order (nothing for void).
+template <typename T>
+auto values_or_first_error(const child_group& group, std::vector<outcome<T>>& results) {
+  if (const std::size_t failed = group.first_failure(); failed != child_group::none) {
+    std::rethrow_exception(results[failed].error());
+  }
+  if constexpr (!std::is_void_v<T>) {
+    std::vector<T> values;
+    values.reserve(results.size());
+    for (auto& o : results) values.push_back(std::move(o).value());
+    return values;
+  }
+}
+
 inline void rethrow_if_parent_cancelled(const child_group& group, const char* where) {
   if (group.parent_cancelled()) std::rethrow_exception(make_cancelled(where));
 }
@@ -201,14 +216,10 @@ auto gather(Range aws) -> awaitable<std::conditional_t<
   group->start_all(ex, children);
   group = co_await detail::await_all(std::move(group));
   detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
-  if (const std::size_t failed = group->first_failure(); failed != detail::child_group::none) {
-    std::rethrow_exception(group->results[failed].error());
-  }
-  if constexpr (!std::is_void_v<T>) {
-    std::vector<T> values;
-    values.reserve(group->results.size());
-    for (auto& o : group->results) values.push_back(std::move(o).value());
-    co_return values;
+  if constexpr (std::is_void_v<T>) {
+    detail::values_or_first_error(*group, group->results);
+  } else {
+    co_return detail::values_or_first_error(*group, group->results);
   }
 }
 

@@ -10,7 +10,6 @@
 #include <offload/detail/op.hpp>
 #include <offload/errors.hpp>
 
-#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -64,8 +63,7 @@ class limiter_state {
     const std::int64_t now = steady_now_ns();
     std::unique_lock<std::mutex> lock(mutex_);
     --borrowed_;
-    held_.add_owned(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - taken_ns)),
-                    epoch_of(now));
+    held_.add_owned(elapsed_ns(taken_ns, now), epoch_of(now));
     grant_locked(lock);
   }
 
@@ -142,8 +140,7 @@ class limiter_state {
       if (live) {
         ++borrowed_;
         const std::int64_t now = steady_now_ns();
-        waited_.add_owned(static_cast<std::uint64_t>(std::max<std::int64_t>(
-                              0, now - op->stamp_ns.load(std::memory_order_relaxed))),
+        waited_.add_owned(elapsed_ns(op->stamp_ns.load(std::memory_order_relaxed), now),
                           epoch_of(now));
       }
       lock.unlock();

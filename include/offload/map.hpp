@@ -117,14 +117,10 @@ template <typename T, typename Target, typename F, typename Range>
 awaitable<mapped_results_t<T>> map_values(target_holder<Target> target, F f, Range items) {
   auto group = co_await map_all<T>(std::move(target), std::move(f), std::move(items),
                                    on_failure::cancel_siblings);
-  if (const std::size_t failed = group->first_failure(); failed != child_group::none) {
-    std::rethrow_exception(group->results[failed].error());
-  }
-  if constexpr (!std::is_void_v<T>) {
-    std::vector<T> values;
-    values.reserve(group->results.size());
-    for (auto& o : group->results) values.push_back(std::move(o).value());
-    co_return values;
+  if constexpr (std::is_void_v<T>) {
+    values_or_first_error(*group, group->results);
+  } else {
+    co_return values_or_first_error(*group, group->results);
   }
 }
 

@@ -624,7 +624,8 @@ class alignas(detail::cache_line) thread_pool {
     }
     self->id = self->thread.get_id();
 #if defined(__linux__)
-    self->has_cpu_clock = pthread_getcpuclockid(self->thread.native_handle(), &self->cpu_clock) == 0;
+    self->has_cpu_clock =
+        pthread_getcpuclockid(self->thread.native_handle(), &self->cpu_clock) == 0;
 #endif
     ++live_;
     live_hint_.store(live_, std::memory_order_relaxed);

@@ -161,8 +161,11 @@ constexpr target_kind classify_target() noexcept {
 template <typename T>
 inline constexpr target_kind target_kind_of = classify_target<T>();
 
+// clang-format 14 breaks this concept after the template argument list.
+// clang-format off
 template <typename T>
 concept runs_calls = target_kind_of<T> != target_kind::none;
+// clang-format on
 
 /// How the initiation keeps the target: executors and handles by value, pools by address
 /// (a pool must outlive the calls made on it).
@@ -487,9 +490,10 @@ awaitable<typename Call::value_type> offload_call_by_deadline(target_holder<Targ
   using signature = completion_signature_t<value_type>;
   const auto deadline = extras.resolve_deadline();
   if (deadline <= std::chrono::steady_clock::now()) {
-    std::rethrow_exception(make_timed_out("offload: the call's deadline had passed when it was "
-                                          "awaited (nothing was submitted)",
-                                          cancellation_outcome::never_started));
+    std::rethrow_exception(
+        make_timed_out("offload: the call's deadline had passed when it was "
+                       "awaited (nothing was submitted)",
+                       cancellation_outcome::never_started));
   }
   auto op = async_initiate_awaitable<signature>(
       initiate_run<Target, call_extras>{std::move(target), std::move(extras)}, std::move(call));
@@ -501,7 +505,7 @@ awaitable<typename Call::value_type> offload_call_by_deadline(target_holder<Targ
   } else {
     auto unwrapped = unwrap_optional<value_type>(std::move(op));  // named: GCC 12's co_await
     co_return co_await await_with_deadline<value_type>(std::move(unwrapped), {.at = deadline},
-                                                         says);
+                                                       says);
   }
 }
 
@@ -612,17 +616,19 @@ auto run_in_executor(Target&& target, call_options options, F&& f, Args&&... arg
 /// so a null target is one readable error instead of a page of failed overloads.
 template <typename F, typename... Args>
 auto run_in_executor(std::nullptr_t, F&&, Args&&...) -> call<detail::call_value_t<F, Args...>> {
-  static_assert(detail::dependent_false<F>, "offload: run_in_executor(nullptr, f): Python's None is "
-                                            "spelled offload::default_executor here (or use "
-                                            "offload::to_thread(f, args...))");
+  static_assert(detail::dependent_false<F>,
+                "offload: run_in_executor(nullptr, f): Python's None is "
+                "spelled offload::default_executor here (or use "
+                "offload::to_thread(f, args...))");
   return {};
 }
 template <typename F, typename... Args>
 auto run_in_executor(std::nullptr_t, call_options, F&&, Args&&...)
     -> call<detail::call_value_t<F, Args...>> {
-  static_assert(detail::dependent_false<F>, "offload: run_in_executor(nullptr, f): Python's None is "
-                                            "spelled offload::default_executor here (or use "
-                                            "offload::to_thread(f, args...))");
+  static_assert(detail::dependent_false<F>,
+                "offload: run_in_executor(nullptr, f): Python's None is "
+                "spelled offload::default_executor here (or use "
+                "offload::to_thread(f, args...))");
   return {};
 }
 

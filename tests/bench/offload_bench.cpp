@@ -224,9 +224,10 @@ static double spin_floor_us(int rounds) {
 enum class w2_delivery { io_context, strand };
 
 template <typename Executor>
-static double w2_offload_on(offload::event_loop& loop, const Executor& ex, std::size_t n) {
-  offload::thread_pool pool(
-      offload::thread_pool_options{.max_workers = pool_size(), .min_workers = pool_size()});
+static double w2_offload_on(offload::event_loop& loop, const Executor& ex, std::size_t n,
+                            offload::thread_pool_options options = {.max_workers = pool_size(),
+                                                                    .min_workers = pool_size()}) {
+  offload::thread_pool pool(std::move(options));
   std::size_t done = 0;
   auto on_done = [&](std::exception_ptr, int r) {
     g_sink += r;
@@ -695,21 +696,7 @@ static std::vector<double> w12_round_trip(bool timings, int n) {
 // W2's burst, callbacks on the io_context: calls/s.
 static std::vector<double> w12_burst(bool timings, std::size_t n) {
   offload::event_loop loop;
-  offload::thread_pool pool(w12_options(timings));
-  std::size_t done = 0;
-  auto on_done = [&](std::exception_ptr, int r) {
-    g_sink += r;
-    if (++done == n) loop.stop();
-  };
-  clock_type::time_point t0;
-  loop.call_soon([&] {
-    t0 = clock_type::now();
-    for (std::size_t i = 0; i < n; ++i) {
-      offload::async_run(pool, trivial, net::bind_executor(loop.context().get_executor(), on_done));
-    }
-  });
-  loop.run_forever();
-  return {static_cast<double>(n) / (us_since(t0) * 1e-6)};
+  return {w2_offload_on(loop, loop.context().get_executor(), n, w12_options(timings))};
 }
 
 // ---- W11: growth when every thread is blocked -----------------------------------------------
@@ -744,7 +731,8 @@ static double w11_computing_peak(int calls, std::uint64_t iters) {
   offload::thread_pool pool(o);
   std::vector<std::future<std::uint64_t>> done;
   for (int i = 0; i < calls; ++i) {
-    done.push_back(offload::async_run(pool, [iters] { return cpu_work(iters); }, net::use_future));
+    done.push_back(offload::async_run(
+        pool, [iters] { return cpu_work(iters); }, net::use_future));
   }
   for (auto& d : done) g_sink += static_cast<long>(d.get() & 1);
   return static_cast<double>(pool.stats().peak_workers);
@@ -1000,7 +988,8 @@ int main(int argc, char** argv) {
     // The "asio" column holds the comparison: the same pool without growth, and the CPUs.
     rows.push_back({"W11 16 naps, 2 thr, grown", "ms", median(grown), median(fixed),
                     "~1 nap (50 ms); fixed: 400", false});
-    rows.push_back({"W11 computing, peak thr", "threads", *std::max_element(peaks.begin(), peaks.end()),
+    rows.push_back({"W11 computing, peak thr", "threads",
+                    *std::max_element(peaks.begin(), peaks.end()),
                     static_cast<double>(offload::detail::usable_cpus()), "<= cores", false});
   }
 

@@ -103,17 +103,6 @@ struct raii_flag {
   flag_ptr flag;
 };
 
-/// The code of the std::system_error inside `e` (empty if none, or another exception).
-inline std::error_code code_of(std::exception_ptr e) {
-  try {
-    if (e) std::rethrow_exception(e);
-  } catch (const std::system_error& se) {
-    return se.code();
-  } catch (...) {
-  }
-  return {};
-}
-
 /// Polls `pred` (1 ms steps) until it holds or `max` passes. Only an anti-hang guard.
 template <typename Pred>
 bool eventually(Pred pred, std::chrono::milliseconds max = std::chrono::seconds(10)) {

@@ -12,6 +12,7 @@
 #include <offload/config.hpp>
 
 #include <exception>
+#include <system_error>
 
 namespace offload_test {
 
@@ -27,6 +28,18 @@ inline offload::net_error_code net_code_of(std::exception_ptr e) {
   try {
     if (e) std::rethrow_exception(e);
   } catch (const offload::net_system_error& se) {
+    return se.code();
+  } catch (...) {
+  }
+  return {};
+}
+
+/// The code of the std::system_error inside `e` (empty if none, or another exception): offload's
+/// own errors (offload::errc).
+inline std::error_code code_of(std::exception_ptr e) {
+  try {
+    if (e) std::rethrow_exception(e);
+  } catch (const std::system_error& se) {
     return se.code();
   } catch (...) {
   }

@@ -22,6 +22,18 @@ inline std::int64_t steady_now_ns() noexcept {
       .count();
 }
 
+/// Nanoseconds from `since` to `now`, both steady_now_ns() readings (never negative: two
+/// threads' readings may be a few ns apart the wrong way).
+inline std::uint64_t elapsed_ns(std::int64_t since, std::int64_t now) noexcept {
+  return static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - since));
+}
+
+/// Adds to a counter only one thread writes (or only under a lock): a plain load and store,
+/// no read-modify-write.
+inline void owned_add(std::atomic<std::uint64_t>& counter, std::uint64_t by = 1) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+}
+
 /// What a histogram held when read: plain numbers, to merge and to query.
 struct histogram_snapshot;
 
@@ -54,9 +66,9 @@ class latency_histogram {
 
   /// For a histogram only one thread writes: plain loads and stores, no read-modify-write.
   void add_owned(std::uint64_t ns) noexcept {
-    bump(buckets_[bucket_of(ns)], 1);
-    bump(count_, 1);
-    bump(sum_, ns);
+    owned_add(buckets_[bucket_of(ns)], 1);
+    owned_add(count_, 1);
+    owned_add(sum_, ns);
     if (ns > max_.load(std::memory_order_relaxed)) max_.store(ns, std::memory_order_relaxed);
   }
 
@@ -81,10 +93,10 @@ class latency_histogram {
   /// Adds what this histogram holds into another one, by a single writer.
   void add_into_owned(latency_histogram& to) const noexcept {
     for (std::size_t i = 0; i < bucket_count; ++i) {
-      bump(to.buckets_[i], buckets_[i].load(std::memory_order_relaxed));
+      owned_add(to.buckets_[i], buckets_[i].load(std::memory_order_relaxed));
     }
-    bump(to.count_, count_.load(std::memory_order_relaxed));
-    bump(to.sum_, sum_.load(std::memory_order_relaxed));
+    owned_add(to.count_, count_.load(std::memory_order_relaxed));
+    owned_add(to.sum_, sum_.load(std::memory_order_relaxed));
     const std::uint64_t max = max_.load(std::memory_order_relaxed);
     if (max > to.max_.load(std::memory_order_relaxed))
       to.max_.store(max, std::memory_order_relaxed);
@@ -93,10 +105,6 @@ class latency_histogram {
   inline void add_into(histogram_snapshot& to) const noexcept;
 
  private:
-  static void bump(std::atomic<std::uint64_t>& a, std::uint64_t by) noexcept {
-    a.store(a.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
-  }
-
   std::array<std::atomic<std::uint64_t>, bucket_count> buckets_{};
   std::atomic<std::uint64_t> count_{0};
   std::atomic<std::uint64_t> sum_{0};

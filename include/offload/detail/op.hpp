@@ -78,7 +78,7 @@ struct op_base {
   std::atomic<std::int64_t> stamp_ns{0};  // submitted, then f returned (with timings or observer)
   std::atomic<std::uint64_t> call_id{0};  // for the pool's observer
   std::atomic<op_state> state{op_state::pending};
-  std::atomic<bool> cancel_requested{false};  // the awaiter was cancelled while f ran
+  std::atomic<bool> cancel_requested{false};       // the awaiter was cancelled while f ran
   std::atomic<bool> cancelled_by_deadline{false};  // that cancellation was the call's deadline
   // Whoever counts a call cancelled while queued (its canceller, or the holder that finds it
   // cancelled) takes this first: once, whichever saw the pool's metrics.

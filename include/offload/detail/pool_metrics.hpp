@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <utility>
 
@@ -143,8 +144,7 @@ class pool_metrics {
     if (!stamps_) return 0;
     const std::int64_t now = steady_now_ns();
     if (timings_) {
-      const auto queued = static_cast<std::uint64_t>(
-          std::max<std::int64_t>(0, now - op.stamp_ns.load(std::memory_order_relaxed)));
+      const std::uint64_t queued = elapsed_ns(op.stamp_ns.load(std::memory_order_relaxed), now);
       if (worker_record* mine = own_record()) {
         mine->queued.add_owned(queued, epoch_of(now));
       } else {
@@ -179,7 +179,7 @@ class pool_metrics {
     const std::int64_t queued_since = op.stamp_ns.load(std::memory_order_relaxed);
     op.stamp_ns.store(now, std::memory_order_relaxed);  // for the hand-back's duration
     if (timings_) {
-      const auto running = static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - started_ns));
+      const std::uint64_t running = elapsed_ns(started_ns, now);
       if (mine != nullptr) {
         mine->running.add_owned(running, epoch_of(now));
       } else {
@@ -237,8 +237,7 @@ class pool_metrics {
   /// `this` may be freed on return.
   void delivered(op_base& op) noexcept {
     const std::int64_t now = steady_now_ns();
-    handing_back_.add_shared(static_cast<std::uint64_t>(std::max<std::int64_t>(
-                                 0, now - op.stamp_ns.load(std::memory_order_relaxed))),
+    handing_back_.add_shared(elapsed_ns(op.stamp_ns.load(std::memory_order_relaxed), now),
                              epoch_of(now));
     release_delivered();
   }
@@ -264,13 +263,10 @@ class pool_metrics {
   void retire(const worker_record& record) noexcept {
     record.queued.add_into_owned(retired_.queued);
     record.running.add_into_owned(retired_.running);
-    auto add = [](std::atomic<std::uint64_t>& to, const std::atomic<std::uint64_t>& from) {
-      to.store(to.load(std::memory_order_relaxed) + from.load(std::memory_order_relaxed),
-               std::memory_order_relaxed);
-    };
-    add(retired_.completed, record.completed);
-    add(retired_.failed, record.failed);
-    add(retired_.cancelled_while_running, record.cancelled_while_running);
+    for (auto count : {&worker_record::completed, &worker_record::failed,
+                       &worker_record::cancelled_while_running}) {
+      owned_add(retired_.*count, (record.*count).load(std::memory_order_relaxed));
+    }
   }
 
   /// Adds what no worker holds (retired workers, calls run elsewhere, the hand-back) and
@@ -319,11 +315,10 @@ class pool_metrics {
   // One writer (the worker that owns the record) or several (the shared record).
   static void add(worker_record& record, std::atomic<std::uint64_t> worker_record::*count,
                   bool owned) noexcept {
-    std::atomic<std::uint64_t>& c = record.*count;
     if (owned) {
-      c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      owned_add(record.*count);
     } else {
-      c.fetch_add(1, std::memory_order_relaxed);
+      (record.*count).fetch_add(1, std::memory_order_relaxed);
     }
   }
 
