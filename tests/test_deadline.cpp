@@ -1,7 +1,8 @@
 // call_options.deadline / timeout: a call still queued at its deadline never starts and its
 // awaiter hears errc::timeout then, not when a thread frees up; a running call sees its deadline
 // (from_thread::deadline) and its stop_token at the deadline, and its awaiter is answered as its
-// cancel policy says. Also wait_until, which the deadline is built on.
+// cancel policy says. Also wait_until, which the deadline is built on, and the deadline a
+// coroutine under wait_for / wait_until passes to the calls it makes.
 #include "catch.hpp"
 #include "loop_helpers.hpp"
 
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <future>
 #include <latch>
 #include <optional>
 #include <stdexcept>
@@ -17,6 +19,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
@@ -224,4 +227,155 @@ TEST_CASE("duration::max() means no limit: the deadline saturates instead of ove
               offload::to_thread({.timeout = clock_type::duration::max()}, answer)) == 8);
   REQUIRE(loop.run_until_complete(
               offload::wait_for(offload::to_thread(answer), std::chrono::nanoseconds::max())) == 8);
+}
+
+// A coroutine awaited under wait_for / wait_until: the deadline travels with it to every
+// offloaded call it makes, as asyncio's timeout() reaches everything the task awaits.
+
+namespace {
+
+using deadline_seen = std::optional<clock_type::time_point>;
+
+deadline_seen read_deadline() { return offload::from_thread::deadline(); }
+
+offload::awaitable<deadline_seen> read_in_a_call(offload::thread_pool& pool) {
+  co_return co_await offload::run_in_executor(pool, read_deadline);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "the calls a coroutine under wait_until makes read its deadline: directly, in coroutines it "
+    "awaits or starts on its executor, gathered, mapped, on any target",
+    "[deadline][enclosing]") {
+  offload::thread_pool pool(2);
+  offload::net::thread_pool asio_pool(1);
+  offload::event_loop loop;
+  const auto when = clock_type::now() + 1h;
+  std::vector<deadline_seen> seen;
+  auto body = [&]() -> offload::awaitable<void> {
+    seen.push_back(co_await offload::run_in_executor(pool, read_deadline));
+    seen.push_back(co_await read_in_a_call(pool));
+    seen.push_back(co_await offload::to_thread(read_deadline));
+    seen.push_back(co_await offload::run_in_executor(asio_pool, read_deadline));
+    seen.push_back(co_await offload::run_in_executor(asio_pool.get_executor(), read_deadline));
+    auto [a, b] = co_await offload::gather(offload::run_in_executor(pool, read_deadline),
+                                           read_in_a_call(pool));
+    seen.push_back(a);
+    seen.push_back(b);
+    const std::vector<int> items{1, 2, 3};
+    for (deadline_seen s : co_await offload::map(pool, [](int) { return read_deadline(); }, items)) {
+      seen.push_back(s);
+    }
+    seen.push_back(co_await offload::net::co_spawn(co_await offload::net::this_coro::executor,
+                                                   read_in_a_call(pool),
+                                                   offload::net::use_awaitable));
+  };
+  auto outer = [&]() -> offload::awaitable<void> {
+    co_await offload::wait_until(body(), when);
+    // Out of it again: the same coroutine's calls have no deadline.
+    seen.push_back(co_await offload::run_in_executor(pool, read_deadline));
+  };
+  loop.run_until_complete(outer());
+  REQUIRE(seen.size() == 12);
+  for (std::size_t i = 0; i + 1 < seen.size(); ++i) {
+    INFO("call " << i);
+    REQUIRE(seen[i] == when);
+  }
+  REQUIRE(seen.back() == std::nullopt);
+}
+
+TEST_CASE("wait_for(call, d): the call itself reads the deadline", "[deadline][enclosing]") {
+  offload::thread_pool pool(1);
+  offload::event_loop loop;
+  const auto before = clock_type::now();
+  const deadline_seen seen =
+      loop.run_until_complete(offload::wait_for(offload::run_in_executor(pool, read_deadline), 1h));
+  REQUIRE(seen.has_value());
+  REQUIRE(*seen >= before + 1h);
+  REQUIRE(*seen <= clock_type::now() + 1h);
+}
+
+TEST_CASE("of an enclosing deadline, a nested one and a call's own, the earliest holds",
+          "[deadline][enclosing]") {
+  offload::thread_pool pool(1);
+  offload::event_loop loop;
+  const auto near = clock_type::now() + 1h;
+  const auto far = near + 1h;
+  auto with_own = [&](clock_type::time_point own) -> offload::awaitable<deadline_seen> {
+    co_return co_await offload::run_in_executor(pool, {.deadline = own}, read_deadline);
+  };
+  auto nested = [&](clock_type::time_point inner) -> offload::awaitable<deadline_seen> {
+    co_return co_await offload::wait_until(read_in_a_call(pool), inner);
+  };
+  SECTION("the enclosing one is earlier than the call's own") {
+    REQUIRE(loop.run_until_complete(offload::wait_until(with_own(far), near)) == near);
+  }
+  SECTION("the call's own is earlier") {
+    REQUIRE(loop.run_until_complete(offload::wait_until(with_own(near), far)) == near);
+  }
+  SECTION("a nested wait_until ending later than the enclosing one") {
+    REQUIRE(loop.run_until_complete(offload::wait_until(nested(far), near)) == near);
+  }
+  SECTION("a nested wait_until ending earlier") {
+    REQUIRE(loop.run_until_complete(offload::wait_until(nested(near), far)) == near);
+  }
+}
+
+TEST_CASE("a task the coroutine creates is the loop's, not under its deadline",
+          "[deadline][enclosing]") {
+  offload::thread_pool pool(1);
+  offload::event_loop loop;
+  auto body = [&]() -> offload::awaitable<deadline_seen> {
+    auto task = loop.create_task(read_in_a_call(pool));
+    co_return co_await task.join();
+  };
+  REQUIRE(loop.run_until_complete(offload::wait_for(body(), 1h)) == std::nullopt);
+}
+
+TEST_CASE(
+    "a call still queued when the deadline of the wait_for it was made under passes never runs, "
+    "and the pool counts it timed out",
+    "[deadline][enclosing]") {
+  offload::thread_pool pool(1);
+  offload::event_loop loop;
+  std::latch started(1), release(1);
+  std::atomic<bool> queued_ran{false};
+  auto blocker = [&] {
+    started.count_down();
+    release.wait();
+  };
+  auto queued = [&] { queued_ran = true; };
+  auto occupy = [&]() -> offload::awaitable<void> { co_await offload::run_in_executor(pool, blocker); };
+  auto body = [&]() -> offload::awaitable<void> {
+    co_await offload::run_in_executor(pool, queued);
+  };
+  std::exception_ptr error;
+  auto scenario = [&]() -> offload::awaitable<void> {
+    // The thread is taken by a call made outside the deadline, so the one inside stays queued.
+    auto occupier = loop.create_task(occupy());
+    auto wait_started = [&] { started.wait(); };
+    co_await offload::to_thread(wait_started);
+    error = co_await error_of(offload::wait_for(body(), 50ms));
+    release.count_down();
+    co_await occupier.join();
+  };
+  loop.run_until_complete(scenario());
+  pool.shutdown();
+  REQUIRE(code_of(error) == offload::errc::timeout);
+  REQUIRE_FALSE(queued_ran.load());
+  const offload::call_counts counts = pool.stats().calls;
+  REQUIRE(counts.cancelled_before_start == 1);
+  REQUIRE(counts.timed_out == 1);
+}
+
+TEST_CASE("an io_context's coroutine under wait_for: its calls read the deadline",
+          "[deadline][enclosing][io_context]") {
+  offload::thread_pool pool(1);
+  offload::net::io_context io;
+  const auto when = clock_type::now() + 1h;
+  std::future<deadline_seen> seen = offload::net::co_spawn(
+      io, offload::wait_until(read_in_a_call(pool), when), offload::net::use_future);
+  io.run();
+  REQUIRE(seen.get() == when);
 }

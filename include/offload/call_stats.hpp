@@ -47,8 +47,8 @@ struct call_counts {
   /// The awaiter was answered while f ran on (cancel_policy::abandon). Also in completed or
   /// failed once f ends.
   std::uint64_t abandoned = 0;
-  /// Cancellations (of the three kinds above) made by the call's own deadline
-  /// (call_options::deadline / timeout).
+  /// Cancellations (of the three kinds above) made by a deadline: the call's own
+  /// (call_options::deadline / timeout) or that of the wait_for / wait_until it was made under.
   std::uint64_t timed_out = 0;
   /// The pool did not take the call: it was shut down, or its bounded queue was full for a
   /// submitter that cannot wait.

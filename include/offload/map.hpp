@@ -79,10 +79,12 @@ class map_group final : public child_group {
       // the node keeps no copy of the executor (as a gathered call's).
       if (const auto* strand = executor_target<loop_strand_type>(ex)) {
         initiation_.run_bound(net::bind_executor(*strand, std::move(completion)),
-                              call_type(std::cref(f_), std::forward<Item>(item)));
+                              call_type(std::cref(f_), std::forward<Item>(item)),
+                              deadline_carried_by(ex));
       } else if (const auto* io = executor_target<net::io_context::executor_type>(ex)) {
         initiation_.run_bound(net::bind_executor(*io, std::move(completion)),
-                              call_type(std::cref(f_), std::forward<Item>(item)));
+                              call_type(std::cref(f_), std::forward<Item>(item)),
+                              deadline_carried_by(ex));
       } else {
         initiation_(net::bind_executor(ex, std::move(completion)),
                     call_type(std::cref(f_), std::forward<Item>(item)));

@@ -179,11 +179,16 @@ auto run_sync(F&& f) -> std::invoke_result_t<std::decay_t<F>&> {
   return state->take();
 }
 
-/// The deadline of the call running on this thread (call_options::deadline or timeout), to
-/// bound its own blocking I/O (a curl or libpq timeout); nullopt when the call has none or no
-/// offloaded call runs here. At the deadline the call's std::stop_token is signalled too.
+/// The deadline of the call running on this thread, to bound its own blocking I/O (a curl or
+/// libpq timeout): the earlier of its own (call_options::deadline or timeout) and that of the
+/// wait_for / wait_until its awaiter is under; nullopt when there is none or no offloaded call
+/// runs here. At the deadline the call's std::stop_token is signalled too.
 inline std::optional<std::chrono::steady_clock::time_point> deadline() noexcept {
-  return detail::tl_call_deadline;
+  const detail::op_base* op = detail::tl_current_op;
+  if (op == nullptr || op->deadline == std::chrono::steady_clock::time_point::max()) {
+    return std::nullopt;
+  }
+  return op->deadline;
 }
 
 /// Throws operation_aborted if the awaiter of the call running on this thread was cancelled:

@@ -265,49 +265,14 @@ struct initiate_run {
 
   template <typename Handler, typename Call>
   void operator()(Handler&& handler, Call&& call) {
-    using handler_type = std::decay_t<Handler>;
-    using op_type = call_op<std::decay_t<Call>, handler_type, Extras>;
-    // A handler with no executor of its own (use_future, a bare callback) may complete on any
-    // thread; only the default executor then needs a loop to belong to.
-    constexpr bool no_loop = is_system_executor<net::associated_executor_t<handler_type>>::value;
-
-    handler_type h(std::forward<Handler>(handler));
-    op_type* op = nullptr;
-    offload_service* default_owner = nullptr;
-    try {
-      offload_service* home = nullptr;
-      completion_queue* queue = nullptr;
-      if constexpr (!no_loop) {
-        auto ex = net::get_associated_executor(h);
-        home = &service_of(context_of(ex));
-        queue = home->queue_for(ex);
-      }
-      default_owner = no_loop ? tl_running_loop.service : home;
-      if (no_loop && std::is_same_v<typename target_holder<Target>::type, default_executor_t> &&
-          default_owner == nullptr) {
-        throw_error(errc::no_running_loop,
-                    "offload::async_run(default_executor) with a handler that has no executor "
-                    "(bind one with asio::bind_executor)");
-      }
-      op = op_type::create(std::move(call), std::move(h), queue, home, std::move(extras));
-    } catch (...) {
-      // Nothing was submitted and the handler was not taken. A caller without a loop gets the
-      // error directly; an awaiting coroutine must not be resumed (or unwound) from inside its
-      // own co_await, so it gets the error through its executor.
-      if constexpr (no_loop) {
-        throw;
-      } else {
-        fail_unstarted<typename op_type::value_type>(std::move(h), std::current_exception());
-        return;
-      }
-    }
-    start(op, default_owner, no_loop);
+    initiate(std::forward<Handler>(handler), std::forward<Call>(call), no_deadline);
   }
 
   /// A callback bound to an executor offload has a completion queue for (the loop's strand, an
   /// io_context's executor): the node keeps only the callback, since the queue delivers there.
+  /// `deadline`: the one the executor the callback was bound from carried (see launch).
   template <typename Binder, typename Call>
-  void run_bound(Binder&& binder, Call&& call) {
+  void run_bound(Binder&& binder, Call&& call, steady_time deadline) {
     using binder_type = std::remove_cvref_t<Binder>;
     using executor_type = typename binder_type::executor_type;
     using target_type = typename binder_type::target_type;
@@ -336,16 +301,62 @@ struct initiate_run {
         return;
       }
       if (op != nullptr) {
-        start(op, home, false);
+        start(op, home, false, deadline);
         return;
       }
     }
-    (*this)(std::forward<Binder>(binder), std::forward<Call>(call));
+    initiate(std::forward<Binder>(binder), std::forward<Call>(call), deadline);
+  }
+
+ private:
+  // `deadline`: one the caller knows the call is under, beside any its handler's executor
+  // carries (the awaiting coroutine runs under wait_for).
+  template <typename Handler, typename Call>
+  void initiate(Handler&& handler, Call&& call, steady_time deadline) {
+    using handler_type = std::decay_t<Handler>;
+    using op_type = call_op<std::decay_t<Call>, handler_type, Extras>;
+    // A handler with no executor of its own (use_future, a bare callback) may complete on any
+    // thread; only the default executor then needs a loop to belong to.
+    constexpr bool no_loop = is_system_executor<net::associated_executor_t<handler_type>>::value;
+
+    handler_type h(std::forward<Handler>(handler));
+    op_type* op = nullptr;
+    offload_service* default_owner = nullptr;
+    try {
+      offload_service* home = nullptr;
+      completion_queue* queue = nullptr;
+      if constexpr (!no_loop) {
+        auto ex = net::get_associated_executor(h);
+        home = &service_of(context_of(ex));
+        queue = home->queue_for(ex);
+        deadline = std::min(deadline, deadline_carried_by(ex));
+      }
+      default_owner = no_loop ? tl_running_loop.service : home;
+      if (no_loop && std::is_same_v<typename target_holder<Target>::type, default_executor_t> &&
+          default_owner == nullptr) {
+        throw_error(errc::no_running_loop,
+                    "offload::async_run(default_executor) with a handler that has no executor "
+                    "(bind one with asio::bind_executor)");
+      }
+      op = op_type::create(std::move(call), std::move(h), queue, home, std::move(extras));
+    } catch (...) {
+      // Nothing was submitted and the handler was not taken. A caller without a loop gets the
+      // error directly; an awaiting coroutine must not be resumed (or unwound) from inside its
+      // own co_await, so it gets the error through its executor.
+      if constexpr (no_loop) {
+        throw;
+      } else {
+        fail_unstarted<typename op_type::value_type>(std::move(h), std::current_exception());
+        return;
+      }
+    }
+    start(op, default_owner, no_loop, deadline);
   }
 
   // Connects the node to cancellation and its context, then submits it.
   template <typename Op>
-  void start(Op* op, offload_service* default_owner, bool no_loop) {
+  void start(Op* op, offload_service* default_owner, bool no_loop, steady_time deadline) {
+    op->limit_deadline(deadline);
     try {
       op->connect_cancellation();
       op->set_context(context_registry::instance().capture());
@@ -442,7 +453,7 @@ auto initiate_call(Target&& target, Extras&& extras, Call&& call, Token&& token)
   initiate_run<Target, std::decay_t<Extras>> initiation{
       target_holder<Target>::make(std::forward<Target>(target)), std::forward<Extras>(extras)};
   if constexpr (is_bound_callback<std::remove_cvref_t<Token>, signature>::value) {
-    initiation.run_bound(std::forward<Token>(token), std::forward<Call>(call));
+    initiation.run_bound(std::forward<Token>(token), std::forward<Call>(call), no_deadline);
   } else {
     // Through off_frame_initiation: the token may be use_awaitable (or an adapter of it).
     return net::async_initiate<Token, signature>(
@@ -529,9 +540,11 @@ class deferred_call final : public call_launcher<typename Call::value_type> {
   void launch(child_completion<value_type> completion,
               const net::any_io_executor& ex) noexcept override {
     if (const auto* strand = executor_target<loop_strand_type>(ex)) {
-      initiation_.run_bound(net::bind_executor(*strand, std::move(completion)), std::move(call_));
+      initiation_.run_bound(net::bind_executor(*strand, std::move(completion)), std::move(call_),
+                            deadline_carried_by(ex));
     } else if (const auto* io = executor_target<net::io_context::executor_type>(ex)) {
-      initiation_.run_bound(net::bind_executor(*io, std::move(completion)), std::move(call_));
+      initiation_.run_bound(net::bind_executor(*io, std::move(completion)), std::move(call_),
+                            deadline_carried_by(ex));
     } else {
       initiation_(net::bind_executor(ex, std::move(completion)), std::move(call_));
     }

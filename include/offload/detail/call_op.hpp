@@ -334,6 +334,9 @@ class call_op final : public op_base {
     queue = q;
     home = h;
     callable_name = Call::name();
+    if constexpr (std::is_same_v<Extras, call_extras>) {
+      if (extras_.deadline) deadline = *extras_.deadline;
+    }
     if (home != nullptr) home->op_started();
   }
 
@@ -450,15 +453,6 @@ class call_op final : public op_base {
     return false;
   }
 
-  // Whether a cancellation now comes from the call's own deadline.
-  bool past_deadline() const noexcept {
-    if constexpr (std::is_same_v<Extras, call_extras>) {
-      return extras_.deadline.has_value() && std::chrono::steady_clock::now() >= *extras_.deadline;
-    } else {
-      return false;
-    }
-  }
-
   handler_executor executor() const {
     if constexpr (unwrapped) {
       return static_cast<const basic_completion_queue<QueueExecutor>*>(queue)->executor();
@@ -539,7 +533,6 @@ class call_op final : public op_base {
     const std::int64_t started_ns = m != nullptr ? m->started(*this) : 0;
     tl_calling_loop = home != nullptr ? home->attached_loop() : nullptr;
     tl_current_op = this;
-    if constexpr (std::is_same_v<Extras, call_extras>) tl_call_deadline = extras_.deadline;
     // The caller's context stays installed until the observer heard how the call ended.
     std::optional<context_scope> context;
     try {
@@ -555,7 +548,6 @@ class call_op final : public op_base {
     }
     tl_current_op = nullptr;
     tl_calling_loop = nullptr;
-    if constexpr (std::is_same_v<Extras, call_extras>) tl_call_deadline.reset();
     try {
       call_.reset();  // f and its arguments die on the worker, not on the loop
     } catch (...) {

@@ -72,6 +72,9 @@ struct op_base {
   completion_queue* queue = nullptr;  // batched hand-back; null: post to the handler's executor
   offload_service* home = nullptr;    // the service that counts this call in flight
   const char* callable_name = "";
+  // The earliest of the call's own deadline and the one its awaiter is under (wait_for):
+  // set before the call is submitted, read by the worker (from_thread::deadline).
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   // Set by an offload pool when it is given the call, after on_submit (atomics: a call that
   // waited for a limiter token is submitted by another thread than the one that may cancel it).
   std::atomic<pool_metrics*> metrics{nullptr};
@@ -79,7 +82,7 @@ struct op_base {
   std::atomic<std::uint64_t> call_id{0};  // for the pool's observer
   std::atomic<op_state> state{op_state::pending};
   std::atomic<bool> cancel_requested{false};       // the awaiter was cancelled while f ran
-  std::atomic<bool> cancelled_by_deadline{false};  // that cancellation was the call's deadline
+  std::atomic<bool> cancelled_by_deadline{false};  // that cancellation was a deadline's
   // Whoever counts a call cancelled while queued (its canceller, or the holder that finds it
   // cancelled) takes this first: once, whichever saw the pool's metrics.
   std::atomic<bool> cancel_counted{false};
@@ -103,12 +106,19 @@ struct op_base {
   void fail(std::exception_ptr e) noexcept { fn(this, action::fail, &e); }
   bool cancel() { return fn(this, action::cancel, nullptr); }
   void submit() noexcept { fn(this, action::submit, nullptr); }
+
+  /// The call is under `d` too: the earlier deadline holds.
+  void limit_deadline(std::chrono::steady_clock::time_point d) noexcept {
+    if (d < deadline) deadline = d;
+  }
+  bool past_deadline() const noexcept {
+    return deadline != std::chrono::steady_clock::time_point::max() &&
+           std::chrono::steady_clock::now() >= deadline;
+  }
 };
 
 /// The call this worker thread is running now (for from_thread::check_cancelled), or null.
 inline thread_local op_base* tl_current_op = nullptr;
-/// That call's deadline, if it was made with one (for from_thread::deadline).
-inline thread_local std::optional<std::chrono::steady_clock::time_point> tl_call_deadline;
 
 /// Says on stderr what threw where nothing may throw (a worker, a destructor): never rethrown.
 inline void report_stray_exception(const char* where) noexcept {

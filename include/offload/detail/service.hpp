@@ -6,6 +6,7 @@
 
 #include <offload/config.hpp>
 #include <offload/detail/completion_queue.hpp>
+#include <offload/detail/deadline.hpp>
 #include <offload/errors.hpp>
 #include <offload/thread_pool.hpp>
 
@@ -27,14 +28,17 @@ using loop_strand_type = net::strand<net::io_context::executor_type>;
 
 /// The executor of type T inside `ex`, or null. Asio 1.22 does not check the type in
 /// any_io_executor::target<T>() (it casts whatever is inside), so the type is compared here;
-/// without RTTI nothing is recognised and callers take their general path.
+/// without RTTI nothing is recognised and callers take their general path. An executor that
+/// carries a deadline (wait_for's operation runs on one) is looked through.
 template <typename T>
 const T* executor_target(const net::any_io_executor& ex) noexcept {
 #if defined(ASIO_NO_TYPEID) || defined(BOOST_ASIO_NO_TYPEID)
   (void)ex;
   return nullptr;
 #else
-  return ex.target_type() == typeid(T) ? ex.template target<T>() : nullptr;
+  if (ex.target_type() == typeid(T)) return ex.template target<T>();
+  const deadline_carrier* carrier = carrier_of(ex);
+  return carrier != nullptr ? executor_target<T>(carrier->inner()) : nullptr;
 #endif
 }
 
