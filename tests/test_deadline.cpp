@@ -48,38 +48,53 @@ struct non_default {
   int value;
 };
 
+// A one-thread pool whose thread is taken by a call made first, so the next call stays queued
+// until finish().
+struct busy_single_thread {
+  offload::thread_pool pool{1};
+  offload::event_loop loop;
+  std::latch started{1}, release{1};
+  std::atomic<bool> queued_ran{false};
+  offload::task<void> busy;
+
+  busy_single_thread()
+      : busy(loop.create_task(offload::run_in_executor(pool, [this] {
+          started.count_down();
+          release.wait();
+        }))) {
+    loop.run_until_complete(offload_test::yield_once());
+    started.wait();
+  }
+  // A call for the queue: it says whether it ever ran.
+  auto queued() {
+    return [this] { queued_ran = true; };
+  }
+  // Frees the thread; then every queued call has run or been dropped.
+  void finish() {
+    release.count_down();
+    loop.run_until_complete(busy.join());
+    pool.shutdown();
+  }
+};
+
 }  // namespace
 
 TEST_CASE(
     "a call still queued at its deadline never runs; its awaiter hears timeout at the "
     "deadline, while the thread is still busy",
     "[deadline]") {
-  offload::thread_pool pool(1);
-  offload::event_loop loop;
-  std::latch started(1), release(1);
-  std::atomic<bool> queued_ran{false};
-  auto blocker = [&] {
-    started.count_down();
-    release.wait();
-  };
-  auto queued = [&] { queued_ran = true; };
-  auto busy = loop.create_task(offload::run_in_executor(pool, blocker));
-  loop.run_until_complete(offload_test::yield_once());
-  started.wait();
-
+  busy_single_thread thread;
   const auto before = clock_type::now();
   const auto deadline = before + 50ms;
-  std::exception_ptr error = loop.run_until_complete(
-      error_of(offload::run_in_executor(pool, {.deadline = deadline}, queued)));
+  std::exception_ptr error = thread.loop.run_until_complete(
+      error_of(offload::run_in_executor(thread.pool, {.deadline = deadline}, thread.queued())));
   const auto answered = clock_type::now();
   REQUIRE(code_of(error) == offload::errc::timeout);
   REQUIRE(answered >= deadline);
   REQUIRE(answered - deadline < late_bound);
 
-  release.count_down();  // only now does the pool's thread free up
-  loop.run_until_complete(busy.join());
-  pool.shutdown();  // every queued call has run or been dropped
-  REQUIRE_FALSE(queued_ran.load());
+  thread.finish();  // only now does the pool's thread free up
+  REQUIRE_FALSE(thread.queued_ran.load());
 }
 
 TEST_CASE("a running call reads its deadline; without one, or outside a call, there is none",
@@ -264,9 +279,8 @@ TEST_CASE(
     seen.push_back(a);
     seen.push_back(b);
     const std::vector<int> items{1, 2, 3};
-    for (deadline_seen s : co_await offload::map(pool, [](int) { return read_deadline(); }, items)) {
-      seen.push_back(s);
-    }
+    auto read_each = [](int) { return read_deadline(); };
+    for (deadline_seen s : co_await offload::map(pool, read_each, items)) seen.push_back(s);
     seen.push_back(co_await offload::net::co_spawn(co_await offload::net::this_coro::executor,
                                                    read_in_a_call(pool),
                                                    offload::net::use_awaitable));
@@ -337,34 +351,17 @@ TEST_CASE(
     "a call still queued when the deadline of the wait_for it was made under passes never runs, "
     "and the pool counts it timed out",
     "[deadline][enclosing]") {
-  offload::thread_pool pool(1);
-  offload::event_loop loop;
-  std::latch started(1), release(1);
-  std::atomic<bool> queued_ran{false};
-  auto blocker = [&] {
-    started.count_down();
-    release.wait();
-  };
-  auto queued = [&] { queued_ran = true; };
-  auto occupy = [&]() -> offload::awaitable<void> { co_await offload::run_in_executor(pool, blocker); };
+  busy_single_thread thread;
+  auto queued = thread.queued();
   auto body = [&]() -> offload::awaitable<void> {
-    co_await offload::run_in_executor(pool, queued);
+    co_await offload::run_in_executor(thread.pool, queued);
   };
-  std::exception_ptr error;
-  auto scenario = [&]() -> offload::awaitable<void> {
-    // The thread is taken by a call made outside the deadline, so the one inside stays queued.
-    auto occupier = loop.create_task(occupy());
-    auto wait_started = [&] { started.wait(); };
-    co_await offload::to_thread(wait_started);
-    error = co_await error_of(offload::wait_for(body(), 50ms));
-    release.count_down();
-    co_await occupier.join();
-  };
-  loop.run_until_complete(scenario());
-  pool.shutdown();
+  std::exception_ptr error =
+      thread.loop.run_until_complete(error_of(offload::wait_for(body(), 50ms)));
+  thread.finish();
   REQUIRE(code_of(error) == offload::errc::timeout);
-  REQUIRE_FALSE(queued_ran.load());
-  const offload::call_counts counts = pool.stats().calls;
+  REQUIRE_FALSE(thread.queued_ran.load());
+  const offload::call_counts counts = thread.pool.stats().calls;
   REQUIRE(counts.cancelled_before_start == 1);
   REQUIRE(counts.timed_out == 1);
 }
@@ -378,4 +375,42 @@ TEST_CASE("an io_context's coroutine under wait_for: its calls read the deadline
       io, offload::wait_until(read_in_a_call(pool), when), offload::net::use_future);
   io.run();
   REQUIRE(seen.get() == when);
+}
+
+TEST_CASE(
+    "a coroutine the wait started and left running: once the wait is over, its calls are under "
+    "no deadline",
+    "[deadline][enclosing]") {
+  offload::thread_pool pool(3);
+  offload::event_loop loop;
+  std::latch first_call_made(1), wait_over(1);
+  deadline_seen inside;
+  deadline_seen after = clock_type::now();  // must become nullopt
+  bool leftover_done = false;
+  auto read_and_tell = [&] {
+    deadline_seen seen = read_deadline();
+    first_call_made.count_down();
+    return seen;
+  };
+  auto wait_until_over = [&] { wait_over.wait(); };
+  auto leftover = [&]() -> offload::awaitable<void> {
+    inside = co_await offload::run_in_executor(pool, read_and_tell);
+    co_await offload::run_in_executor(pool, wait_until_over);
+    after = co_await offload::run_in_executor(pool, read_deadline);
+    leftover_done = true;
+  };
+  auto wait_first_call = [&] { first_call_made.wait(); };
+  auto body = [&]() -> offload::awaitable<void> {
+    offload::net::co_spawn(co_await offload::net::this_coro::executor, leftover(),
+                           offload::net::detached);
+    co_await offload::run_in_executor(pool, wait_first_call);
+  };
+  auto outer = [&]() -> offload::awaitable<void> {
+    co_await offload::wait_for(body(), 1h);
+    wait_over.count_down();
+    while (!leftover_done) co_await offload::sleep(1ms);  // polls; asserts no duration
+  };
+  loop.run_until_complete(outer());
+  REQUIRE(inside.has_value());
+  REQUIRE(after == std::nullopt);
 }

@@ -257,7 +257,9 @@ class event_loop {
     shared_->slow_handler = std::move(handler);
   }
 
-  /// How long the loop spins for a hand-back before it parks (0: never spin).
+  /// How long the loop spins for a hand-back before it parks (0: never spin). A loop whose
+  /// spins keep losing their CPU to the workers it waits for parks at once, and tries a spin
+  /// again now and then.
   void set_spin(std::chrono::nanoseconds spin) noexcept { spin_ = spin; }
 
   // -- executors -----------------------------------------------------------------------------
@@ -508,7 +510,7 @@ class event_loop {
       }
       if (stop_requested_.exchange(false, std::memory_order_acq_rel)) return;
       if (ran != 0 || done()) continue;
-      if (spin_.count() > 0 && service_->in_flight() != 0) {
+      if (spin_.count() > 0 && service_->in_flight() != 0 && spinner.should_spin()) {
         queue->begin_spin();
         spinner.spin([&] {
           return queue->handed_over() || stop_requested_.load(std::memory_order_relaxed);

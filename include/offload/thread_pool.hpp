@@ -73,7 +73,9 @@ struct thread_pool_options {
   /// waits for room (its thread does not block); a submitter with no loop gets queue_full.
   std::size_t max_queue = 0;
   /// How long an idle worker spins before it parks; unset: 50 us. On a single usable CPU it
-  /// yields the CPU for that long instead of spinning.
+  /// yields the CPU for that long instead of spinning. A worker whose spins keep losing their
+  /// CPU (it shares one with the thread that would give it work) parks at once, and tries a
+  /// spin again now and then.
   std::optional<std::chrono::nanoseconds> spin;
   /// Unset (the default): never more than max_workers threads. Set: when calls have waited
   /// `after` while every thread is inside a call, the pool starts more threads, up to the
@@ -714,7 +716,9 @@ class alignas(detail::cache_line) thread_pool {
   enum class spin_outcome { found, going_to_park, not_spun };
 
   spin_outcome try_spin(detail::adaptive_spin& spinner) {
-    if (spinning_.load(std::memory_order_relaxed) >= max_spinning) return spin_outcome::not_spun;
+    if (spinning_.load(std::memory_order_relaxed) >= max_spinning || !spinner.should_spin()) {
+      return spin_outcome::not_spun;
+    }
     spinning_.fetch_add(1, std::memory_order_seq_cst);
     const bool found = spinner.spin([this] {
       return fifo_count_.load(std::memory_order_relaxed) != 0 || inject_nonempty() ||

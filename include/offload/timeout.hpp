@@ -76,7 +76,8 @@ awaitable<T> await_with_deadline(A aw, deadline_spec deadline, const deadline_me
   auto ex = co_await net::this_coro::executor;
   auto group = std::make_shared<deadline_group<T>>();
   // aw runs under the deadline: the calls it makes can read it (from_thread::deadline).
-  start_child<T>(group, carrying_deadline(ex, when), 0, &group->result, std::move(aw));
+  const open_deadline_scope scope(ex, when);
+  start_child<T>(group, scope.executor(), 0, &group->result, std::move(aw));
   group->all_started();
 
   net::steady_timer timer(ex, when);
@@ -124,11 +125,15 @@ inline constexpr deadline_messages wait_until_messages{
 /// once). A cancellation of the awaiter itself, even one racing the deadline, is reported as
 /// cancellation (operation_aborted), never as timeout. `aw` runs on the awaiting coroutine's
 /// executor; a deadline already past still starts it, and cancels it at once.
-/// The deadline travels with `aw`'s executor: each offloaded call `aw` makes, in itself, in the
-/// coroutines it awaits and in those it starts on `co_await this_coro::executor` (gather's
-/// children), is under it, and reads it with from_thread::deadline(); of nested deadlines
-/// (a wait_for inside, a call's own) the earliest holds. Tasks of the loop (create_task) are
-/// not under it, as asyncio's timeout does not reach them.
+/// The deadline travels with `aw`'s executor: each offloaded call `aw` makes while the wait
+/// lasts, in itself, in the coroutines it awaits and in those it starts on
+/// `co_await this_coro::executor` (gather's children), is under it, and reads it with
+/// from_thread::deadline(); of nested deadlines (a wait_for inside, a call's own) the earliest
+/// holds. Not under it: tasks of the loop (create_task), as asyncio's timeout does not reach
+/// them; coroutines started on another executor (a new strand); calls made once the wait is
+/// over by a coroutine `aw` left running. Inside `aw`, `this_coro::executor` is an executor
+/// that wraps the awaiting coroutine's and runs everything there: it does not compare equal to
+/// it, and its `target<T>()` is not the strand (Asio 1.22's does not check the type: do not ask).
 template <typename T>
 awaitable<T> wait_until(awaitable<T> aw, std::chrono::steady_clock::time_point when) {
   return detail::await_with_deadline<T>(std::move(aw), {.at = when}, detail::wait_until_messages);
