@@ -68,8 +68,8 @@ TEST_CASE(
   std::atomic<bool> saw_stop{false}, returned{false}, returned_before{false}, started{false};
   auto body = [&](std::chrono::milliseconds d) -> offload::awaitable<std::error_code> {
     try {
-      co_await offload::wait_for(
-          offload::to_thread(stoppable_wait{&saw_stop, &returned, &started}), d);
+      const stoppable_wait f{&saw_stop, &returned, &started};
+      co_await offload::wait_for(offload::to_thread(f), d);
     } catch (const std::system_error& e) {
       returned_before = returned.load();
       co_return e.code();

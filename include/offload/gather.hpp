@@ -55,8 +55,7 @@ template <typename A>
 using gatherable_value_t = typename awaitable_traits<A>::value_type;
 
 template <typename Range>
-concept awaitable_range =
-    std::ranges::input_range<Range> &&
+concept awaitable_range = std::ranges::input_range<Range> &&
     awaitable_traits<std::remove_cvref_t<std::ranges::range_value_t<Range>>>::is_awaitable;
 
 template <typename Range>
@@ -93,8 +92,9 @@ class tuple_group final : public child_group {
   std::exception_ptr error_at(std::size_t index) const {
     std::exception_ptr error;
     std::size_t i = 0;
-    std::apply([&](const auto&... o) { ((i++ == index ? (void)(error = o.error()) : void()), ...); },
-               results);
+    std::apply(
+        [&](const auto&... o) { ((i++ == index ? (void)(error = o.error()) : void()), ...); },
+        results);
     return error;
   }
 
@@ -192,7 +192,7 @@ awaitable<std::tuple<detail::gathered_t<detail::gatherable_value_t<A>>...>> gath
 /// outcome (value or exception) per argument.
 template <detail::gatherable... A>
 awaitable<std::tuple<outcome<detail::gatherable_value_t<A>>...>> gather(return_exceptions_t,
-                                                                         A... aws) {
+                                                                        A... aws) {
   auto ex = co_await net::this_coro::executor;
   auto group = std::make_shared<detail::tuple_group<detail::gatherable_value_t<A>...>>(
       detail::on_failure::let_run);
@@ -205,9 +205,9 @@ awaitable<std::tuple<outcome<detail::gatherable_value_t<A>>...>> gather(return_e
 /// `std::vector<T> all = co_await gather(std::move(calls))`: the range form, any size, results
 /// in range order (awaitable<void> for a range of awaitable<void>); same cancellation rules.
 template <detail::awaitable_range Range>
-auto gather(Range aws) -> awaitable<std::conditional_t<
-    std::is_void_v<detail::range_awaitable_value_t<Range>>, void,
-    std::vector<detail::range_awaitable_value_t<Range>>>> {
+auto gather(Range aws)
+    -> awaitable<std::conditional_t<std::is_void_v<detail::range_awaitable_value_t<Range>>, void,
+                                    std::vector<detail::range_awaitable_value_t<Range>>>> {
   using T = detail::range_awaitable_value_t<Range>;
   auto ex = co_await net::this_coro::executor;
   auto children = detail::collect(aws);

@@ -7,6 +7,7 @@
 
 #include <offload/config.hpp>
 #include <offload/detail/child_group.hpp>
+#include <offload/detail/deadline.hpp>
 #include <offload/errors.hpp>
 #include <offload/gather.hpp>
 #include <offload/outcome.hpp>
@@ -47,13 +48,14 @@ class map_group final : public child_group {
   template <typename Range>
   void start_all(const net::any_io_executor& ex, Range& items) {
     const std::shared_ptr<child_group> self = shared_from_this();
+    const child_executor where = child_executor::of(ex);
     std::size_t i = 0;
     try {
       for (auto&& item : items) {
         if constexpr (std::ranges::view<Range>) {  // the elements are someone else's
-          start_one(self, ex, i, std::forward<decltype(item)>(item));
+          start_one(self, where, i, std::forward<decltype(item)>(item));
         } else {  // map owns the container: its elements move into their calls
-          start_one(self, ex, i, std::move(item));
+          start_one(self, where, i, std::move(item));
         }
         ++i;
       }
@@ -70,25 +72,12 @@ class map_group final : public child_group {
 
  private:
   template <typename Item>
-  void start_one(const std::shared_ptr<child_group>& self, const net::any_io_executor& ex,
+  void start_one(const std::shared_ptr<child_group>& self, const child_executor& where,
                  std::size_t i, Item&& item) noexcept {
     try {
       using call_type = call_for<std::reference_wrapper<const F>, Item>;
-      child_completion<T> completion(self, &results[i], i);
-      // Bound to the executor's concrete type where offload has a completion queue for it, so
-      // the node keeps no copy of the executor (as a gathered call's).
-      if (const auto* strand = executor_target<loop_strand_type>(ex)) {
-        initiation_.run_bound(net::bind_executor(*strand, std::move(completion)),
-                              call_type(std::cref(f_), std::forward<Item>(item)),
-                              deadline_carried_by(ex));
-      } else if (const auto* io = executor_target<net::io_context::executor_type>(ex)) {
-        initiation_.run_bound(net::bind_executor(*io, std::move(completion)),
-                              call_type(std::cref(f_), std::forward<Item>(item)),
-                              deadline_carried_by(ex));
-      } else {
-        initiation_(net::bind_executor(ex, std::move(completion)),
-                    call_type(std::cref(f_), std::forward<Item>(item)));
-      }
+      launch_child(initiation_, where, child_completion<T>(self, &results[i], i),
+                   call_type(std::cref(f_), std::forward<Item>(item)));
     } catch (...) {  // the element could not be copied into its call
       results[i].set_error(std::current_exception());
       child_finished(i, true);

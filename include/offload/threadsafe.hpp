@@ -4,10 +4,10 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/concurrent_future.hpp>
 #include <offload/config.hpp>
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
-#include <offload/concurrent_future.hpp>
 
 #include <chrono>
 #include <exception>
@@ -107,9 +107,9 @@ concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loo
       }
     });
     auto slot = state->signal.slot();
-    detail::spawn_later(strand, detail::run_into(std::move(coro), state),
-                        net::bind_cancellation_slot(slot,
-                                                    detail::coroutine_done<T>(state, shared, id)));
+    detail::spawn_later(
+        strand, detail::run_into(std::move(coro), state),
+        net::bind_cancellation_slot(slot, detail::coroutine_done<T>(state, shared, id)));
   });
   return concurrent_future<T>(std::move(state));
 }

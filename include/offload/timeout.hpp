@@ -6,8 +6,8 @@
 
 #include <offload/call.hpp>
 #include <offload/config.hpp>
-#include <offload/detail/deadline.hpp>
 #include <offload/detail/child_group.hpp>
+#include <offload/detail/deadline.hpp>
 #include <offload/errors.hpp>
 #include <offload/outcome.hpp>
 
@@ -92,9 +92,8 @@ awaitable<T> await_with_deadline(A aw, deadline_spec deadline, const deadline_me
   if (group->timed_out()) {
     // What aw did: an offloaded call's cancellation says; one that finished anyway ran to its
     // end.
-    const auto outcome = group->result.has_error()
-                             ? outcome_of_cancellation(group->result.error())
-                             : cancellation_outcome::ran_to_end;
+    const auto outcome = group->result.has_error() ? outcome_of_cancellation(group->result.error())
+                                                   : cancellation_outcome::ran_to_end;
     std::rethrow_exception(make_timed_out(says.timed_out, outcome));
   }
   co_return std::move(group->result).value();

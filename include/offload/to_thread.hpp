@@ -520,6 +520,39 @@ awaitable<typename Call::value_type> offload_call_by_deadline(target_holder<Targ
   }
 }
 
+/// Where a group's child calls complete: on `any`, bound to its concrete type where offload
+/// has a completion queue for that (the node then keeps no copy of the executor; see
+/// run_bound), under the deadline it carries. Read once for a group's children.
+struct child_executor {
+  const net::any_io_executor& any;
+  const loop_strand_type* strand;
+  const net::io_context::executor_type* io;
+  steady_time deadline;
+
+  static child_executor of(const net::any_io_executor& ex) noexcept {
+    const loop_strand_type* strand = executor_target<loop_strand_type>(ex);
+    return {ex, strand,
+            strand != nullptr ? nullptr : executor_target<net::io_context::executor_type>(ex),
+            deadline_carried_by(ex)};
+  }
+};
+
+/// Starts a group's child call, its completion bound as `where` says.
+template <typename Initiation, typename Completion, typename Call>
+void launch_child(Initiation& initiation, const child_executor& where, Completion&& completion,
+                  Call&& call) {
+  if (where.strand != nullptr) {
+    initiation.run_bound(net::bind_executor(*where.strand, std::forward<Completion>(completion)),
+                         std::forward<Call>(call), where.deadline);
+  } else if (where.io != nullptr) {
+    initiation.run_bound(net::bind_executor(*where.io, std::forward<Completion>(completion)),
+                         std::forward<Call>(call), where.deadline);
+  } else {
+    initiation(net::bind_executor(where.any, std::forward<Completion>(completion)),
+               std::forward<Call>(call));
+  }
+}
+
 /// A call made but not started: its initiation and its callable, until it is awaited (as the
 /// operation of its awaitable) or launched as a group's child.
 template <typename Target, typename Extras, typename Call>
@@ -535,19 +568,9 @@ class deferred_call final : public call_launcher<typename Call::value_type> {
     initiation_(std::forward<Handler>(handler), std::move(call_));
   }
 
-  // The child's handler is bound to the executor's concrete type where offload has a
-  // completion queue for it, so the node keeps no copy of the executor (see run_bound).
   void launch(child_completion<value_type> completion,
               const net::any_io_executor& ex) noexcept override {
-    if (const auto* strand = executor_target<loop_strand_type>(ex)) {
-      initiation_.run_bound(net::bind_executor(*strand, std::move(completion)), std::move(call_),
-                            deadline_carried_by(ex));
-    } else if (const auto* io = executor_target<net::io_context::executor_type>(ex)) {
-      initiation_.run_bound(net::bind_executor(*io, std::move(completion)), std::move(call_),
-                            deadline_carried_by(ex));
-    } else {
-      initiation_(net::bind_executor(ex, std::move(completion)), std::move(call_));
-    }
+    launch_child(initiation_, child_executor::of(ex), std::move(completion), std::move(call_));
   }
 
  private:

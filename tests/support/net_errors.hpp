@@ -13,6 +13,8 @@
 
 #include <exception>
 #include <system_error>
+#include <type_traits>
+#include <utility>
 
 namespace offload_test {
 
@@ -22,29 +24,27 @@ inline bool is_operation_aborted(const offload::net_error_code& ec) noexcept {
          ec.category() == offload::net::error::get_system_category();
 }
 
-/// The code of the backend's system_error inside `e` (offload::net_system_error); empty if `e`
-/// is empty or holds another exception. (With standalone Asio that is any std::system_error.)
-inline offload::net_error_code net_code_of(std::exception_ptr e) {
+/// The code of the `SystemError` inside `e`; empty if `e` is empty or holds another exception.
+template <typename SystemError>
+auto code_inside(std::exception_ptr e)
+    -> std::remove_cvref_t<decltype(std::declval<const SystemError&>().code())> {
   try {
     if (e) std::rethrow_exception(e);
-  } catch (const offload::net_system_error& se) {
+  } catch (const SystemError& se) {
     return se.code();
   } catch (...) {
   }
   return {};
 }
 
-/// The code of the std::system_error inside `e` (empty if none, or another exception): offload's
-/// own errors (offload::errc).
-inline std::error_code code_of(std::exception_ptr e) {
-  try {
-    if (e) std::rethrow_exception(e);
-  } catch (const std::system_error& se) {
-    return se.code();
-  } catch (...) {
-  }
-  return {};
+/// The code of the backend's system_error inside `e` (offload::net_system_error). (With
+/// standalone Asio that is any std::system_error.)
+inline offload::net_error_code net_code_of(std::exception_ptr e) {
+  return code_inside<offload::net_system_error>(e);
 }
+
+/// The code of the std::system_error inside `e`: offload's own errors (offload::errc).
+inline std::error_code code_of(std::exception_ptr e) { return code_inside<std::system_error>(e); }
 
 /// True if `e` holds the backend's cancellation: its system_error with operation_aborted.
 inline bool is_cancelled(std::exception_ptr e) { return is_operation_aborted(net_code_of(e)); }
