@@ -18,7 +18,9 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "probes.hpp"
+#include "stress.hpp"
 
 #include <offload/offload.hpp>
 
@@ -41,110 +43,28 @@
 #include <thread>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define OFFLOAD_STRESS_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define OFFLOAD_STRESS_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define OFFLOAD_STRESS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define OFFLOAD_STRESS_TSAN 1
-#endif
-#endif
-
 namespace {
 
 namespace net = offload::net;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
-// -- scale, seed, watchdog (each stress file carries its own: they build alone) ---------------
+// -- scale (the seed, the scale from the environment and the watchdog: stress.hpp) -----------
 
 /// Calls at scale 1: a million; fewer under a sanitizer, so that the stress label stays within
 /// about 3 minutes per sanitizer build on 2 cores (measured on this project's machine: GCC
 /// Debug ~20k calls/s, ASan+UBSan -O1 ~17k/s, TSan -O1 ~15k/s, each alone).
 #if defined(OFFLOAD_STRESS_TSAN)
 constexpr double base_calls = 300'000;
-constexpr const char* build_kind = "TSan";
 #elif defined(OFFLOAD_STRESS_ASAN)
 constexpr double base_calls = 500'000;
-constexpr const char* build_kind = "ASan+UBSan";
 #else
 constexpr double base_calls = 1'000'000;
-constexpr const char* build_kind = "plain";
 #endif
-
-double stress_scale() {
-  const char* text = std::getenv("OFFLOAD_STRESS_SCALE");
-  if (text == nullptr || *text == '\0') return 1.0;
-  const double scale = std::strtod(text, nullptr);
-  return scale > 0 ? scale : 1.0;
-}
-
-std::uint64_t stress_seed() {
-  if (const char* text = std::getenv("OFFLOAD_STRESS_SEED"); text != nullptr && *text != '\0') {
-    return std::strtoull(text, nullptr, 0);
-  }
-  return (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
-}
-
-/// Aborts the process with a message (and the test's own status line) if the test has not
-/// finished within `limit`, or has made no progress for `stall`: a hang fails fast, with its
-/// state, instead of waiting for ctest's timeout.
-class watchdog {
- public:
-  watchdog(std::string what, std::chrono::seconds limit, std::chrono::seconds stall,
-           std::function<std::uint64_t()> progress, std::function<std::string()> status)
-      : what_(std::move(what)),
-        progress_(std::move(progress)),
-        status_(std::move(status)),
-        thread_([this, limit, stall] { watch(limit, stall); }) {}
-  watchdog(const watchdog&) = delete;
-  watchdog& operator=(const watchdog&) = delete;
-  ~watchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  void watch(std::chrono::seconds limit, std::chrono::seconds stall) {
-    const auto start = clock_type::now();
-    auto last_change = start;
-    std::uint64_t last = progress_();
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!cv_.wait_for(lock, 1s, [this] { return done_; })) {
-      const auto now = clock_type::now();
-      const std::uint64_t p = progress_();
-      if (p != last) {
-        last = p;
-        last_change = now;
-      }
-      const bool too_long = now - start > limit;
-      if (too_long || now - last_change > stall) {
-        std::fprintf(stderr, "\nwatchdog: %s: %s (%s); aborting\n", what_.c_str(),
-                     too_long ? "not finished in time" : "no progress", status_().c_str());
-        std::fflush(stderr);
-        std::abort();
-      }
-    }
-  }
-
-  std::string what_;
-  std::function<std::uint64_t()> progress_;
-  std::function<std::string()> status_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
+using offload_test::stress_build_kind;
+using offload_test::stress_scale;
+using offload_test::stress_seed;
+using offload_test::watchdog;
 
 // -- the plan of one call: a pure function of (seed, index), so a seed replays the same mix ---
 
@@ -180,11 +100,13 @@ plan plan_for(std::uint64_t seed, std::uint32_t index) {
   const std::uint64_t h = mix(seed ^ mix(index));
   const unsigned t = h % 100, w = (h >> 8) % 100, c = (h >> 16) % 100, o = (h >> 24) % 100;
   plan p{};
-  p.target = t < 40 ? target_kind::default_executor
+  p.target = t < 40   ? target_kind::default_executor
              : t < 75 ? target_kind::offload_pool
                       : target_kind::asio_pool;
-  p.work = w < 80 ? work_kind::quick : w < 90 ? work_kind::throws : w < 96 ? work_kind::stoppable
-                                                                           : work_kind::busy;
+  p.work = w < 80   ? work_kind::quick
+           : w < 90 ? work_kind::throws
+           : w < 96 ? work_kind::stoppable
+                    : work_kind::busy;
   p.ctl = c < 50   ? control::none
           : c < 58 ? control::cancel_at_once
           : c < 68 ? control::cancel_after_yield
@@ -380,8 +302,8 @@ struct stoppable_work {
 template <typename Work>
 offload::awaitable<int> start_on(stress_state& st, const plan& p, Work work) {
   offload::call_options options;
-  options.policy = abandons(p.options) ? offload::cancel_policy::abandon
-                                       : offload::cancel_policy::wait;
+  options.policy =
+      abandons(p.options) ? offload::cancel_policy::abandon : offload::cancel_policy::wait;
   options.limiter = limited(p.options) ? st.limiter : nullptr;
   options.on_abandoned = &on_abandoned;
   const bool with_options = p.options != option_kind::none;
@@ -402,7 +324,8 @@ offload::awaitable<int> start_on(stress_state& st, const plan& p, Work work) {
 /// The call's awaitable (lazy: nothing is submitted until it is awaited).
 offload::awaitable<int> make_call(stress_state& st, const plan& p, std::uint32_t index) {
   const bool lim = limited(p.options);
-  if (p.work == work_kind::stoppable) return start_on(st, p, stoppable_work{&st, index, p.work, lim});
+  if (p.work == work_kind::stoppable)
+    return start_on(st, p, stoppable_work{&st, index, p.work, lim});
   return start_on(st, p, plain_work{&st, index, p.work, lim});
 }
 
@@ -492,7 +415,7 @@ offload::awaitable<void> driver(stress_state* st, std::uint32_t begin, std::uint
         signals[k]->emit(net::cancellation_type::terminal);
       }
     }
-    co_await offload_test::yield_now();
+    co_await offload_test::yield_once();
     for (std::uint32_t k = 0; k < batch; ++k) {
       if (plan_of(k).ctl == control::cancel_after_yield) {
         signals[k]->emit(net::cancellation_type::terminal);
@@ -502,7 +425,7 @@ offload::awaitable<void> driver(stress_state* st, std::uint32_t begin, std::uint
       if (plan_of(k).ctl != control::cancel_when_started) continue;
       slot& s = st->slots[first + k];
       for (int y = 0; y < 2000 && s.ran.load() == 0 && s.completions.load() == 0; ++y) {
-        co_await offload_test::yield_now();
+        co_await offload_test::yield_once();
       }
       signals[k]->emit(net::cancellation_type::terminal);
     }
@@ -539,7 +462,8 @@ tally check_slots(const stress_state& st) {
     } else {
       t.violation(t.bad_completions, i, "its awaiter did not complete exactly once");
     }
-    if (ran > 1 || returned != ran) t.violation(t.bad_ran, i, "f ran more than once, or never returned");
+    if (ran > 1 || returned != ran)
+      t.violation(t.bad_ran, i, "f ran more than once, or never returned");
     if (ran != 0) {
       ++t.ran;
     } else {
@@ -594,8 +518,7 @@ tally check_slots(const stress_state& st) {
     if (hooks != 0 && !(abandons(p.options) && ran != 0 && interrupted)) {
       t.violation(t.bad_hooks, i, "on_abandoned for a call that was not abandoned");
     }
-    if (abandons(p.options) && interrupted && ran != 0 && s.returned_at_resume == 0 &&
-        hooks == 0) {
+    if (abandons(p.options) && interrupted && ran != 0 && s.returned_at_resume == 0 && hooks == 0) {
       t.violation(t.missed_hook, i, "abandoned while f ran, but on_abandoned never ran");
     }
   }
@@ -611,10 +534,11 @@ TEST_CASE(
   const double scale = stress_scale();
   const std::uint64_t seed = stress_seed();
   const auto n = static_cast<std::uint32_t>(std::max(1000.0, base_calls * scale));
-  std::printf("stress_accounting: %s build, scale %.2f, %u calls, seed %llu "
-              "(OFFLOAD_STRESS_SEED=%llu replays the mix)\n",
-              build_kind, scale, n, static_cast<unsigned long long>(seed),
-              static_cast<unsigned long long>(seed));
+  std::printf(
+      "stress_accounting: %s build, scale %.2f, %u calls, seed %llu "
+      "(OFFLOAD_STRESS_SEED=%llu replays the mix)\n",
+      stress_build_kind, scale, n, static_cast<unsigned long long>(seed),
+      static_cast<unsigned long long>(seed));
   std::fflush(stdout);
   INFO("seed " << seed << ", " << n << " calls");
 
@@ -682,8 +606,7 @@ TEST_CASE(
       static_cast<unsigned long long>(t.ran), static_cast<unsigned long long>(t.never_ran),
       static_cast<unsigned long long>(t.cancelled_after_start),
       static_cast<unsigned long long>(t.abandoned),
-      static_cast<unsigned long long>(t.limited_calls), limiter_tokens,
-      st->limited_peak.load());
+      static_cast<unsigned long long>(t.limited_calls), limiter_tokens, st->limited_peak.load());
   std::fflush(stdout);
 
   for (const std::string& e : t.examples) UNSCOPED_INFO(e);

@@ -24,7 +24,9 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "probes.hpp"
+#include "stress.hpp"
 
 #include <offload/offload.hpp>
 
@@ -47,114 +49,32 @@
 #include <thread>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define OFFLOAD_STRESS_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define OFFLOAD_STRESS_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define OFFLOAD_STRESS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define OFFLOAD_STRESS_TSAN 1
-#endif
-#endif
-
 namespace {
 
 namespace net = offload::net;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
-// -- scale, seed, watchdog (each stress file carries its own: they build alone) ---------------
+// -- scale (the seed, the scale from the environment and the watchdog: stress.hpp) -----------
 
 /// Iterations at scale 1, as a fraction of the plain build's: TSan makes thread creation and
 /// every synchronization slower; the fraction keeps the stress label within about 3 minutes per
 /// sanitizer build on 2 cores (measured on this project's machine).
 #if defined(OFFLOAD_STRESS_TSAN)
 constexpr double build_factor = 0.5;
-constexpr const char* build_kind = "TSan";
 #elif defined(OFFLOAD_STRESS_ASAN)
 constexpr double build_factor = 1.0;
-constexpr const char* build_kind = "ASan+UBSan";
 #else
 constexpr double build_factor = 1.0;
-constexpr const char* build_kind = "plain";
 #endif
-
-double stress_scale() {
-  const char* text = std::getenv("OFFLOAD_STRESS_SCALE");
-  if (text == nullptr || *text == '\0') return 1.0;
-  const double scale = std::strtod(text, nullptr);
-  return scale > 0 ? scale : 1.0;
-}
+using offload_test::stress_build_kind;
+using offload_test::stress_scale;
+using offload_test::stress_seed;
+using offload_test::watchdog;
 
 int iterations(int plain_count) {
   return std::max(10, static_cast<int>(plain_count * build_factor * stress_scale()));
 }
-
-std::uint64_t stress_seed() {
-  if (const char* text = std::getenv("OFFLOAD_STRESS_SEED"); text != nullptr && *text != '\0') {
-    return std::strtoull(text, nullptr, 0);
-  }
-  return (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
-}
-
-/// Aborts the process with a message (and the test's own status line) if the test has not
-/// finished within `limit`, or has made no progress for `stall`: a hang fails fast, with its
-/// state, instead of waiting for ctest's timeout.
-class watchdog {
- public:
-  watchdog(std::string what, std::chrono::seconds limit, std::chrono::seconds stall,
-           std::function<std::uint64_t()> progress, std::function<std::string()> status)
-      : what_(std::move(what)),
-        progress_(std::move(progress)),
-        status_(std::move(status)),
-        thread_([this, limit, stall] { watch(limit, stall); }) {}
-  watchdog(const watchdog&) = delete;
-  watchdog& operator=(const watchdog&) = delete;
-  ~watchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  void watch(std::chrono::seconds limit, std::chrono::seconds stall) {
-    const auto start = clock_type::now();
-    auto last_change = start;
-    std::uint64_t last = progress_();
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!cv_.wait_for(lock, 1s, [this] { return done_; })) {
-      const auto now = clock_type::now();
-      const std::uint64_t p = progress_();
-      if (p != last) {
-        last = p;
-        last_change = now;
-      }
-      const bool too_long = now - start > limit;
-      if (too_long || now - last_change > stall) {
-        std::fprintf(stderr, "\nwatchdog: %s: %s (%s); aborting\n", what_.c_str(),
-                     too_long ? "not finished in time" : "no progress", status_().c_str());
-        std::fflush(stderr);
-        std::abort();
-      }
-    }
-  }
-
-  std::string what_;
-  std::function<std::uint64_t()> progress_;
-  std::function<std::string()> status_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 /// What the watchdog reports: the iteration it is in, and a progress counter.
 struct progress_state {
@@ -253,7 +173,7 @@ struct produce_shared {
 
 offload::awaitable<int> echo(frame_probe, int value, int yields, bool offload_it,
                              std::atomic<std::uint64_t>* offloaded_ran) {
-  for (int i = 0; i < yields; ++i) co_await offload_test::yield_now();
+  for (int i = 0; i < yields; ++i) co_await offload_test::yield_once();
   if (offload_it) {
     auto f = [offloaded_ran, value] {
       offloaded_ran->fetch_add(1);
@@ -568,8 +488,8 @@ TEST_CASE(
   const int n = iterations(2000);
   progress_state progress;
   progress.seed = stress_seed();
-  std::printf("stress_shutdown: loop close: %s build, %d iterations, seed %llu\n", build_kind, n,
-              static_cast<unsigned long long>(progress.seed));
+  std::printf("stress_shutdown: loop close: %s build, %d iterations, seed %llu\n",
+              stress_build_kind, n, static_cast<unsigned long long>(progress.seed));
   INFO("seed " << progress.seed);
   watchdog dog(
       "stress_shutdown (loop close)", watchdog_limit, watchdog_stall,
@@ -636,7 +556,7 @@ TEST_CASE(
   progress_state progress;
   progress.seed = stress_seed();
   std::printf("stress_shutdown: loop_thread destruction: %s build, %d iterations, seed %llu\n",
-              build_kind, n, static_cast<unsigned long long>(progress.seed));
+              stress_build_kind, n, static_cast<unsigned long long>(progress.seed));
   INFO("seed " << progress.seed);
   watchdog dog(
       "stress_shutdown (loop_thread)", watchdog_limit, watchdog_stall,
@@ -684,7 +604,7 @@ TEST_CASE(
   progress_state progress;
   progress.seed = stress_seed();
   std::printf("stress_shutdown: thread_pool shutdown: %s build, %d iterations, seed %llu\n",
-              build_kind, n, static_cast<unsigned long long>(progress.seed));
+              stress_build_kind, n, static_cast<unsigned long long>(progress.seed));
   INFO("seed " << progress.seed);
   watchdog dog(
       "stress_shutdown (thread_pool)", watchdog_limit, watchdog_stall,
@@ -844,7 +764,7 @@ TEST_CASE(
   progress_state progress;
   progress.seed = stress_seed();
   std::printf("stress_shutdown: io_context destruction: %s build, %d iterations, seed %llu\n",
-              build_kind, n, static_cast<unsigned long long>(progress.seed));
+              stress_build_kind, n, static_cast<unsigned long long>(progress.seed));
   INFO("seed " << progress.seed);
   watchdog dog(
       "stress_shutdown (io_context)", watchdog_limit, watchdog_stall,

@@ -4,6 +4,7 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "probes.hpp"
 
 #include <offload/errors.hpp>
@@ -86,7 +87,7 @@ offload::awaitable<void> fill_default_executor(std::size_t calls, offload_test::
     net::co_spawn(ex, wait_at_gate(g, results[i], done), net::detached);
   }
   const std::size_t max = pool.max_workers();
-  const bool all_busy = co_await offload_test::eventually_co(
+  const bool all_busy = co_await offload_test::wait_until(
       [&] { return pool.stats().running == max && pool.stats().queued == calls - max; });
   seen = pool.stats();
   CHECK(all_busy);
@@ -122,7 +123,7 @@ offload::awaitable<std::set<std::string>> two_names() {
   auto second = net::co_spawn(ex, name_together(both), net::use_future);
   const std::string first = co_await name_together(both);
   // The task completes on this loop: let it run before reading its future.
-  const bool ready = co_await offload_test::eventually_co(
+  const bool ready = co_await offload_test::wait_until(
       [&] { return second.wait_for(0s) == std::future_status::ready; });
   REQUIRE(ready);
   co_return std::set<std::string>{first, second.get()};
@@ -178,7 +179,7 @@ offload::awaitable<void> replace_default(replace_outcome& r, offload_test::gate&
     old_done.done();
   });
   const bool old_busy =
-      co_await offload_test::eventually_co([&] { return old_pool.stats().running == 1; });
+      co_await offload_test::wait_until([&] { return old_pool.stats().running == 1; });
   REQUIRE(old_busy);
 
   offload::thread_pool_options o;
@@ -222,7 +223,7 @@ offload::awaitable<void> running_call(offload_test::gate& g, shutdown_outcome& o
 }
 
 offload::awaitable<void> open_later(offload_test::gate& g) {
-  co_await offload_test::nap(20ms);
+  co_await offload_test::sleep_for(20ms);
   g.open();
 }
 
@@ -231,7 +232,7 @@ offload::awaitable<void> shutdown_then_call(offload_test::gate& g, shutdown_outc
   auto ex = co_await net::this_coro::executor;
   offload_test::countdown done(ex, 1);
   net::co_spawn(ex, running_call(g, out, done), net::detached);
-  const bool busy = co_await offload_test::eventually_co(
+  const bool busy = co_await offload_test::wait_until(
       [&] { return loop.default_executor_pool().stats().running == 1; });
   REQUIRE(busy);
   // Only the loop can open the gate: shutdown must wait without blocking it.
@@ -277,7 +278,7 @@ offload::awaitable<void> shutdown_with_timeout(offload_test::gate& g, timeout_ou
   offload_test::countdown done(ex, 1);
   shutdown_outcome call;
   net::co_spawn(ex, running_call(g, call, done), net::detached);
-  const bool busy = co_await offload_test::eventually_co(
+  const bool busy = co_await offload_test::wait_until(
       [&] { return loop.default_executor_pool().stats().running == 1; });
   REQUIRE(busy);
   offload::shutdown_report report = co_await loop.shutdown_default_executor(50ms);

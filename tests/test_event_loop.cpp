@@ -27,13 +27,11 @@ using clock_type = std::chrono::steady_clock;
 using offload_test::code_thrown_by;
 using offload_test::sleep_for;
 using offload_test::starts_with;
+using offload_test::throw_my_error;
 using offload_test::wait_until;
 using offload_test::yield_once;
 
-struct my_error : std::runtime_error {
-  explicit my_error(int c) : std::runtime_error("my_error"), code(c) {}
-  int code;
-};
+using offload_test::my_error;
 
 struct no_default {
   explicit no_default(int v) : value(v) {}
@@ -58,11 +56,6 @@ offload::awaitable<void> append_after_yield(std::vector<int>& v) {
 offload::awaitable<no_default> make_no_default(int v) {
   co_await yield_once();
   co_return no_default(v);
-}
-
-offload::awaitable<int> throw_my_error(int code) {
-  co_await yield_once();
-  throw my_error(code);
 }
 
 offload::awaitable<void> throw_int() {

@@ -4,6 +4,7 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "probes.hpp"
 
 #include <offload/errors.hpp>
@@ -367,7 +368,7 @@ offload::awaitable<void> dropped_later(hoarding_pool& pool, failure& out) {
   auto ex = co_await net::this_coro::executor;
   offload_test::countdown done(ex, 1);
   net::co_spawn(ex, await_call(pool, out), [&done](std::exception_ptr) { done.done(); });
-  for (int i = 0; i < 100 && pool.kept.empty(); ++i) co_await offload_test::yield_now();
+  for (int i = 0; i < 100 && pool.kept.empty(); ++i) co_await offload_test::yield_once();
   REQUIRE(pool.kept.size() == 1);                      // the call waits in the pool
   CHECK(done.remaining() == 1);                        // and its awaiter with it
   std::thread([&pool] { pool.kept.clear(); }).join();  // destroyed unrun, on another thread

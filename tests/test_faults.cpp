@@ -10,6 +10,7 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "probes.hpp"
 
 #include <offload/errors.hpp>
@@ -39,8 +40,8 @@ namespace {
 namespace net = offload::net;
 using namespace std::chrono_literals;
 using offload_test::eventually;
-using offload_test::eventually_co;
 using offload_test::this_thread_name;
+using offload_test::wait_until;
 
 offload::thread_pool_options pool_options(const char* prefix, std::size_t max_workers = 1) {
   offload::thread_pool_options o;

@@ -6,9 +6,9 @@
 #include "catch.hpp"
 #include "loop_helpers.hpp"
 
+#include <offload/concurrent_future.hpp>
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
-#include <offload/concurrent_future.hpp>
 #include <offload/loop_thread.hpp>
 #include <offload/threadsafe.hpp>
 
@@ -28,6 +28,10 @@
 namespace {
 
 namespace net = offload::net;
+using offload_test::current_thread_id;
+using offload_test::guarded_wait;
+using offload_test::move_only_after_yield;
+using offload_test::throw_my_error;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using offload_test::sleep_for;
@@ -46,8 +50,6 @@ using offload_test::is_cancelled;  // the backend's cancellation (operation_abor
 
 // -- coroutines --------------------------------------------------------------------------------
 
-offload::awaitable<std::thread::id> current_thread_id() { co_return std::this_thread::get_id(); }
-
 offload::awaitable<int> value_after(clock_type::duration d, int v) {
   co_await sleep_for(d);
   co_return v;
@@ -58,19 +60,9 @@ offload::awaitable<std::string> text_after_yield() {
   co_return std::string(200, 'x') + "-end";  // longer than any small-string buffer
 }
 
-offload::awaitable<std::unique_ptr<int>> move_only_after_yield(int v) {
-  co_await yield_once();
-  co_return std::make_unique<int>(v);
-}
-
 offload::awaitable<void> void_after_yield(std::atomic<int>* ran) {
   co_await yield_once();
   ran->fetch_add(1);
-}
-
-offload::awaitable<int> throw_my_error(int code) {
-  co_await yield_once();
-  throw my_error(code);
 }
 
 offload::awaitable<int> throw_int(int v) {
@@ -88,14 +80,6 @@ offload::awaitable<int> slow_then_gate(clock_type::duration delay, std::atomic<b
 }
 
 /// Waits an hour unless cancelled; `param` dies with the frame, `local` when the body unwinds.
-offload::awaitable<int> guarded_wait([[maybe_unused]] raii_flag param, flag_ptr local_flag,
-                                     std::atomic<bool>* started) {
-  raii_flag local(std::move(local_flag));
-  started->store(true);
-  co_await sleep_for(1h);
-  co_return 1;
-}
-
 /// Catches the cancellation and finishes normally with 99.
 offload::awaitable<int> swallow_cancel(std::atomic<bool>* started) {
   started->store(true);

@@ -6,6 +6,7 @@
 #include <offload/gather.hpp>
 #include <offload/offload.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <latch>
@@ -206,19 +207,31 @@ TEST_CASE("cancelling the awaiter of gather cancels every call and reports cance
   CHECK(returned2.load());
 }
 
-TEST_CASE("as_completed yields results in completion order (30/10/20 ms calls)", "[as_completed]") {
-  auto body = []() -> offload::awaitable<void> {
+TEST_CASE("as_completed yields results in completion order", "[as_completed]") {
+  // The consumer lets the calls finish one at a time, in the order 1, 2, 0 (a gate gives way
+  // after 10 s: a stream that waited for call 0 first would fail, not hang).
+  offload_test::gate finish[3];
+  auto body = [&]() -> offload::awaitable<void> {
     std::vector<offload::awaitable<int>> calls;
-    for (int ms : {30, 10, 20}) calls.push_back(sleepy(ms));
+    for (int i = 0; i < 3; ++i) {
+      auto f = [&finish, i] {
+        finish[i].wait();
+        return 10 * i;
+      };
+      calls.push_back(offload::to_thread(std::move(f)));
+    }
     auto stream = offload::as_completed(std::move(calls));
     CHECK(stream.size() == 3);
     std::vector<int> values;
     std::vector<std::size_t> indices;
-    while (!stream.done()) {
+    const std::array<std::size_t, 3> order{1, 2, 0};
+    for (std::size_t next : order) {
+      finish[next].open();
       values.push_back(co_await stream.next());
       indices.push_back(stream.last_index());
     }
-    CHECK(values == std::vector<int>{10, 20, 30});
+    CHECK(stream.done());
+    CHECK(values == std::vector<int>{10, 20, 0});
     CHECK(indices == std::vector<std::size_t>{1, 2, 0});
     CHECK(stream.remaining() == 0);
   };
@@ -343,7 +356,8 @@ struct failing_batch {
   std::atomic<int> stopped{0}, queued_ran{0};
 
   failing_batch() {
-    offload::async_run(held, [this] { release_held.wait(); }, [](std::exception_ptr) {});
+    offload::async_run(
+        held, [this] { release_held.wait(); }, [](std::exception_ptr) {});
   }
 
   std::vector<offload::call<int>> calls() {
@@ -397,9 +411,10 @@ TEST_CASE("to_thread and run_in_executor make calls that start directly until ma
   offload::run(body());
 }
 
-TEST_CASE("gather over calls: results in order, void and no-default results, mixed with "
-          "awaitables",
-          "[gather][call]") {
+TEST_CASE(
+    "gather over calls: results in order, void and no-default results, mixed with "
+    "awaitables",
+    "[gather][call]") {
   std::latch all(3);
   auto body = [&]() -> offload::awaitable<void> {
     auto meets = [&all](int v) {
@@ -435,9 +450,10 @@ TEST_CASE("gather over calls: results in order, void and no-default results, mix
   offload::run(body());
 }
 
-TEST_CASE("gather over calls: the first failure stops the running sibling and the queued ones "
-          "never start",
-          "[gather][call][cancellation]") {
+TEST_CASE(
+    "gather over calls: the first failure stops the running sibling and the queued ones "
+    "never start",
+    "[gather][call][cancellation]") {
   failing_batch batch;
   int code = 0;
   auto body = [&]() -> offload::awaitable<void> {
@@ -458,7 +474,8 @@ TEST_CASE("gather(return_exceptions) over calls lets every call finish", "[gathe
   offload::thread_pool pool(1);
   auto body = [&]() -> offload::awaitable<void> {
     std::vector<offload::call<int>> calls;
-    calls.push_back(offload::run_in_executor(pool, []() -> int { throw offload_test::my_error(4); }));
+    calls.push_back(
+        offload::run_in_executor(pool, []() -> int { throw offload_test::my_error(4); }));
     calls.push_back(offload::run_in_executor(pool, [] { return 10; }));
     auto outcomes = co_await offload::gather(offload::return_exceptions, std::move(calls));
     REQUIRE(outcomes.size() == 2);

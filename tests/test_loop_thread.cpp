@@ -6,9 +6,9 @@
 #include "catch.hpp"
 #include "loop_helpers.hpp"
 
+#include <offload/concurrent_future.hpp>
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
-#include <offload/concurrent_future.hpp>
 #include <offload/loop_thread.hpp>
 #include <offload/threadsafe.hpp>
 
@@ -31,7 +31,11 @@ namespace {
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using offload_test::code_thrown_by;
+using offload_test::current_thread_id;
+using offload_test::guarded_wait;
+using offload_test::move_only_after_yield;
 using offload_test::sleep_for;
+using offload_test::throw_my_error;
 using offload_test::what_thrown_by;
 using offload_test::yield_once;
 
@@ -65,8 +69,6 @@ bool finishes_within(std::chrono::milliseconds limit, std::function<void()> f) {
 
 // -- coroutines --------------------------------------------------------------------------------
 
-offload::awaitable<std::thread::id> current_thread_id() { co_return std::this_thread::get_id(); }
-
 offload::awaitable<int> value_after(clock_type::duration d, int v) {
   co_await sleep_for(d);
   co_return v;
@@ -77,28 +79,9 @@ offload::awaitable<std::string> text_after_yield() {
   co_return std::string(100, 'y') + "!";
 }
 
-offload::awaitable<std::unique_ptr<int>> move_only_after_yield(int v) {
-  co_await yield_once();
-  co_return std::make_unique<int>(v);
-}
-
 offload::awaitable<void> count_after_yield(std::atomic<int>* n) {
   co_await yield_once();
   n->fetch_add(1);
-}
-
-offload::awaitable<int> throw_my_error(int code) {
-  co_await yield_once();
-  throw my_error(code);
-}
-
-/// The frame owns `param`; `local` dies when the body unwinds; waits an hour unless stopped.
-offload::awaitable<int> guarded_wait([[maybe_unused]] raii_flag param, flag_ptr local_flag,
-                                     std::atomic<bool>* started) {
-  raii_flag local(std::move(local_flag));
-  started->store(true);
-  co_await sleep_for(1h);
-  co_return 1;
 }
 
 offload::awaitable<int> guarded_value([[maybe_unused]] raii_flag param, int v) {

@@ -3,6 +3,7 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "net_errors.hpp"
 #include "probes.hpp"
 
@@ -197,11 +198,11 @@ TEST_CASE("cancelling map's awaiter cancels its calls; a running one is asked to
       loop.get_executor(), mapped(),
       net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) { result = e; }));
   auto cancel = [&]() -> offload::awaitable<void> {
-    co_await offload_test::eventually_co([&] { return started.try_wait(); });
+    co_await offload_test::wait_until([&] { return started.try_wait(); });
     running = pool.running_calls();
     signal.emit(net::cancellation_type::terminal);
     all_cancelled.count_down();
-    co_await offload_test::eventually_co([&] { return result.has_value(); });
+    co_await offload_test::wait_until([&] { return result.has_value(); });
   };
   loop.run_until_complete(cancel());
   REQUIRE(result.has_value());

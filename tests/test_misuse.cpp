@@ -5,11 +5,12 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "probes.hpp"
 
+#include <offload/concurrent_future.hpp>
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
-#include <offload/concurrent_future.hpp>
 #include <offload/loop_thread.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/threadsafe.hpp>
@@ -37,7 +38,7 @@ namespace net = offload::net;
 using namespace std::chrono_literals;
 using offload_test::contains;
 using offload_test::eventually;
-using offload_test::eventually_co;
+using offload_test::wait_until;
 
 /// What a system_error carried (thrown = false: nothing was thrown). offload's errors are
 /// std::system_error (`code`); cancellation is the backend's system_error (`net_code`: with
@@ -132,7 +133,7 @@ offload::awaitable<int> value_of(int v) { co_return v; }
 
 /// Suspends once before it returns: never done at once, even when started on its own loop.
 offload::awaitable<int> value_later(int v) {
-  co_await offload_test::yield_now();
+  co_await offload_test::yield_once();
   co_return v;
 }
 
@@ -365,7 +366,7 @@ offload::awaitable<caught> blocking_wait_on_own_loop() {
   REQUIRE_FALSE(fut.done());
   caught c = catch_error([&] { (void)fut.result(); });
   // Refused before it waited: the coroutine runs once this one lets the loop go on.
-  const bool done = co_await eventually_co([&] { return fut.done(); });
+  const bool done = co_await wait_until([&] { return fut.done(); });
   CHECK(done);
   // Done now, and still refused: whether the line works must not depend on timing.
   CHECK(catch_error([&] { (void)fut.result(); }).code == offload::errc::would_deadlock);
@@ -545,7 +546,7 @@ offload::awaitable<caught> cancel_a_queued_call(offload::thread_pool& pool, std:
   offload_test::countdown done(ex, 2);
   std::exception_ptr queued_error;
   net::co_spawn(ex, block_on(pool, release), [&](std::exception_ptr) { done.done(); });
-  const bool running = co_await eventually_co([&] { return pool.stats().running == 1; });
+  const bool running = co_await wait_until([&] { return pool.stats().running == 1; });
   REQUIRE(running);
   net::cancellation_signal signal;
   net::co_spawn(ex, call_on(pool, ran),
@@ -553,10 +554,10 @@ offload::awaitable<caught> cancel_a_queued_call(offload::thread_pool& pool, std:
                   queued_error = e;
                   done.done();
                 }));
-  const bool queued = co_await eventually_co([&] { return pool.stats().queued == 1; });
+  const bool queued = co_await wait_until([&] { return pool.stats().queued == 1; });
   REQUIRE(queued);
   signal.emit(net::cancellation_type::terminal);
-  const bool answered = co_await eventually_co([&] { return done.remaining() == 1; });
+  const bool answered = co_await wait_until([&] { return done.remaining() == 1; });
   CHECK(answered);  // at once, while the only worker is still blocked
   release.count_down();
   co_await done.wait();
@@ -571,7 +572,7 @@ offload::awaitable<int> await_value(offload::thread_pool& pool, int v) {
 offload::awaitable<caught> join_cancelled_task() {
   auto& loop = offload::get_running_loop();
   auto t = loop.create_task(wait_an_hour());
-  co_await offload_test::yield_now();
+  co_await offload_test::yield_once();
   CHECK(t.cancel());
   caught c;
   try {

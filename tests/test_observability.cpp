@@ -3,6 +3,7 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "net_errors.hpp"
 #include "probes.hpp"
 #include "stderr_capture.hpp"
@@ -272,14 +273,14 @@ TEST_CASE(
       net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) { cancelled = e; }));
   net::co_spawn(loop.get_executor(), timed_call(), [&](std::exception_ptr e) { timed_out = e; });
   auto until_both_queued = [&]() -> offload::awaitable<void> {
-    co_await offload_test::eventually_co([&] { return pool.stats().queued == 2; });
+    co_await offload_test::wait_until([&] { return pool.stats().queued == 2; });
     signal.emit(net::cancellation_type::terminal);
-    co_await offload_test::eventually_co([&] { return cancelled && timed_out; });
+    co_await offload_test::wait_until([&] { return cancelled && timed_out; });
   };
   loop.run_until_complete(until_both_queued());
   release_first.count_down();
   auto until_held_done = [&]() -> offload::awaitable<void> {
-    co_await offload_test::eventually_co([&] { return held.has_value(); });
+    co_await offload_test::wait_until([&] { return held.has_value(); });
   };
   loop.run_until_complete(until_held_done());
   REQUIRE(cancelled.has_value());
@@ -304,10 +305,10 @@ TEST_CASE(
                 net::bind_cancellation_slot(signal2.slot(),
                                             [&](std::exception_ptr e) { waited_result = e; }));
   auto cancel_waited = [&]() -> offload::awaitable<void> {
-    co_await offload_test::eventually_co([&] { return running.try_wait(); });
+    co_await offload_test::wait_until([&] { return running.try_wait(); });
     signal2.emit(net::cancellation_type::terminal);
     release_waited.count_down();
-    co_await offload_test::eventually_co([&] { return waited_result.has_value(); });
+    co_await offload_test::wait_until([&] { return waited_result.has_value(); });
   };
   loop.run_until_complete(cancel_waited());
   CHECK(offload_test::is_cancelled(*waited_result));
@@ -326,9 +327,9 @@ TEST_CASE(
                 net::bind_cancellation_slot(signal3.slot(),
                                             [&](std::exception_ptr e) { abandoned_result = e; }));
   auto cancel_abandoned = [&]() -> offload::awaitable<void> {
-    co_await offload_test::eventually_co([&] { return abandoned_running.try_wait(); });
+    co_await offload_test::wait_until([&] { return abandoned_running.try_wait(); });
     signal3.emit(net::cancellation_type::terminal);
-    co_await offload_test::eventually_co([&] { return abandoned_result.has_value(); });
+    co_await offload_test::wait_until([&] { return abandoned_result.has_value(); });
   };
   loop.run_until_complete(cancel_abandoned());
   CHECK(pool.stats().calls.abandoned == 1);
@@ -491,11 +492,11 @@ TEST_CASE("an observer hears of a cancelled queued call, an abandoned one and a 
   std::thread::id loop_thread;
   auto cancel_both = [&]() -> offload::awaitable<void> {
     loop_thread = std::this_thread::get_id();
-    co_await offload_test::eventually_co(
+    co_await offload_test::wait_until(
         [&] { return running.try_wait() && pool.stats().queued == 1; });
     cancel_queued.emit(net::cancellation_type::terminal);
     cancel_held.emit(net::cancellation_type::terminal);
-    co_await offload_test::eventually_co([&] { return held && queued; });
+    co_await offload_test::wait_until([&] { return held && queued; });
   };
   loop.run_until_complete(cancel_both());
   // Abandoned while running: on_abandon on the awaiter's thread, and no finish until f returns.
@@ -641,14 +642,14 @@ TEST_CASE(
   net::co_spawn(loop.get_executor(), call(), net::detached);
   // Run the loop only until the call is submitted, then let the pool finish it and go.
   auto until_ran = [&]() -> offload::awaitable<void> {
-    co_await offload_test::eventually_co([&] { return ran.try_wait(); });
+    co_await offload_test::wait_until([&] { return ran.try_wait(); });
   };
   loop.run_until_complete(until_ran());
   release.count_down();
   pool.reset();  // joins its thread: the call is handed back, not yet delivered
   REQUIRE_FALSE(result.has_value());
   auto until_result = [&]() -> offload::awaitable<void> {
-    co_await offload_test::eventually_co([&] { return result.has_value(); });
+    co_await offload_test::wait_until([&] { return result.has_value(); });
   };
   loop.run_until_complete(until_result());
   CHECK(result == 42);
@@ -672,7 +673,7 @@ TEST_CASE("a call handed back by a pool that is gone, destroyed undelivered with
     };
     net::co_spawn(loop.get_executor(), call(), net::detached);
     auto until_ran = [&]() -> offload::awaitable<void> {
-      co_await offload_test::eventually_co([&] { return ran.try_wait(); });
+      co_await offload_test::wait_until([&] { return ran.try_wait(); });
     };
     loop.run_until_complete(until_ran());
     release.count_down();

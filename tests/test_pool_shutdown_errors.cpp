@@ -37,17 +37,17 @@ offload::awaitable<void> await_queued(offload::thread_pool* pool, std::atomic<in
 
 }  // namespace
 
-TEST_CASE(
-    "shutdown(cancel_pending) on another thread: each awaiter owns its error (TSan-clean)",
-    "[thread_pool][tsan]") {
+TEST_CASE("shutdown(cancel_pending) on another thread: each awaiter owns its error (TSan-clean)",
+          "[thread_pool][tsan]") {
   constexpr int on_loop = 8;
   offload::thread_pool pool(1);
   offload_test::loop_on_thread home;
   std::latch running(1);
-  // The only worker is busy for 200 ms: everything below waits in the queue behind it.
-  auto block = [&running] {
+  // The only worker is busy until shutdown has failed the queue: everything below waits in it.
+  offload_test::gate queue_failed;
+  auto block = [&running, &queue_failed] {
     running.count_down();
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    queue_failed.wait();
   };
   auto blocker = offload_test::submit_plain(pool, block);
   running.wait();
@@ -64,9 +64,10 @@ TEST_CASE(
   // and drop it first, so the temporary exception_ptr shutdown() shares is the last reference
   // and is released here. (Relaxed: no happens-before of the test's own.)
   auto noop = [] {};
-  offload::async_run(pool, noop, [&aborted](std::exception_ptr) {
+  offload::async_run(pool, noop, [&aborted, &queue_failed](std::exception_ptr) {
     offload_test::eventually([&] { return aborted.load(std::memory_order_relaxed) == on_loop; });
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the awaiters drop their error
+    queue_failed.open();
   });
   // TSan: data race: free in exception_ptr::_M_release (this thread, in shutdown) vs the
   // awaiters' read of e.code() (the loop's thread).

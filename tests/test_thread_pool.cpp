@@ -3,6 +3,7 @@
 //
 // Distributed under the Boost Software License, Version 1.0.
 #include "catch.hpp"
+#include "loop_helpers.hpp"
 #include "probes.hpp"
 
 #include <offload/errors.hpp>
@@ -244,16 +245,16 @@ offload::awaitable<void> bounded_queue_scenario(offload::thread_pool& pool, offl
   auto ex = co_await net::this_coro::executor;
   offload_test::countdown done(ex, 4);
   net::co_spawn(ex, call_logged(pool, 0, &g, log, out, done), net::detached);
-  const bool ok1 = co_await offload_test::eventually_co([&] { return pool.stats().running == 1; });
+  const bool ok1 = co_await offload_test::wait_until([&] { return pool.stats().running == 1; });
   REQUIRE(ok1);
   net::co_spawn(ex, call_logged(pool, 1, nullptr, log, out, done), net::detached);
   net::co_spawn(ex, call_logged(pool, 2, nullptr, log, out, done), net::detached);
-  const bool ok2 = co_await offload_test::eventually_co([&] { return pool.stats().queued == 2; });
+  const bool ok2 = co_await offload_test::wait_until([&] { return pool.stats().queued == 2; });
   REQUIRE(ok2);
 
   // The queue is full: this coroutine's call waits for room; the loop does not block.
   net::co_spawn(ex, call_logged(pool, 3, nullptr, log, out, done), net::detached);
-  const bool ok3 = co_await offload_test::eventually_co([&] { return pool.stats().queued == 3; });
+  const bool ok3 = co_await offload_test::wait_until([&] { return pool.stats().queued == 3; });
   REQUIRE(ok3);
   out.queued_while_waiting = pool.stats().queued;
   out.third_done_before_release = done.remaining() < 4;
@@ -711,6 +712,112 @@ TEST_CASE("shutdown(wait=false) in the step that made calls still runs them",
   pool.join();
 }
 
+TEST_CASE("a shutdown from another thread waits for the calls a loop step holds for the pool",
+          "[thread_pool][batch]") {
+  // The step's calls past the first were accepted before the shutdown: they run, or with
+  // cancel_pending are cancelled, as calls queued before it are; none is left in a queue that
+  // no worker reads any more. A call the step makes once the shutdown has begun is refused.
+  // The pool is destroyed right after its shutdown, on the shutting thread, while the loop's
+  // thread is still handing in the held calls (ASan sees any use of the freed pool).
+  const bool cancel_pending = GENERATE(false, true);
+  auto pool = std::make_unique<offload::thread_pool>(sized(1));
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  constexpr int n = 5;
+  std::atomic<int> ran{0};
+  int succeeded = 0;
+  int aborted = 0;
+  int done = 0;
+  std::error_code late_call;
+  offload_test::gate first_call;
+  std::atomic<bool> first_started{false};
+  bool first_was_running = false;
+  auto one_done = [&] {
+    if (++done == n + 1) loop.stop();  // the n calls and the late one
+  };
+  std::thread stopper;
+  loop.call_soon([&] {
+    for (int i = 0; i < n; ++i) {
+      auto f = [&, i] {
+        if (i == 0) {  // the others stay queued until the shutdown is done
+          first_started = true;
+          first_call.wait();
+        }
+        ++ran;
+      };
+      offload::async_run(*pool, f, net::bind_executor(ex, [&](std::exception_ptr e) {
+        ++(e ? aborted : succeeded);
+        one_done();
+      }));
+    }
+    first_was_running = eventually([&] { return first_started.load(); });
+    stopper = std::thread([&] {
+      pool->shutdown(false, cancel_pending);
+      first_call.open();
+      pool.reset();
+    });
+    // The shutdown refuses new work before it waits for this step's calls.
+    while (!pool->is_shutdown()) std::this_thread::yield();
+    try {  // refused at once, or through its callback
+      offload::async_run(
+          *pool, [&] { ++ran; }, net::bind_executor(ex, [&](std::exception_ptr e) {
+            late_call = offload_test::code_of(e);
+            one_done();
+          }));
+    } catch (const std::system_error& e) {
+      late_call = e.code();
+      one_done();
+    }
+  });
+  loop.run_forever();
+  stopper.join();
+  REQUIRE(first_was_running);
+  CHECK(late_call == offload::errc::executor_shutdown);
+  CHECK(succeeded + aborted == n);
+  CHECK(ran.load() == succeeded);
+  // The step's first call went out at once and was running.
+  CHECK(succeeded == (cancel_pending ? 1 : n));
+}
+
+TEST_CASE("an observer that asks for stats() as each call of a loop step is submitted loses none",
+          "[thread_pool][batch]") {
+  // on_submit runs on the loop's thread while the step holds calls back; stats() there
+  // settles the step, so the call being submitted must not be half-linked into a chain then.
+  struct stats_on_submit : offload::call_observer {
+    offload::thread_pool* pool = nullptr;
+    std::size_t looks = 0;
+    void on_submit(const offload::call_info&) override {
+      if (pool != nullptr) {
+        (void)pool->stats();
+        ++looks;
+      }
+    }
+  };
+  auto observer = std::make_shared<stats_on_submit>();
+  offload::thread_pool_options options = sized(1);
+  options.observer = observer;
+  offload::thread_pool pool(std::move(options));
+  observer->pool = &pool;
+  offload::event_loop loop;
+  auto ex = loop.get_executor();
+  constexpr int n = 200;  // several chains' worth
+  int sum = 0;
+  int done = 0;
+  loop.call_soon([&] {
+    for (int i = 0; i < n; ++i) {
+      offload::async_run(
+          pool, [i] { return i; }, net::bind_executor(ex, [&](std::exception_ptr e, int v) {
+            CHECK_FALSE(e);
+            sum += v;
+            if (++done == n) loop.stop();
+          }));
+    }
+  });
+  loop.run_forever();
+  CHECK(observer->looks == static_cast<std::size_t>(n));
+  CHECK(sum == n * (n - 1) / 2);
+}
+
 TEST_CASE("stats() in the step that made calls counts them as queued", "[thread_pool][batch]") {
   offload::thread_pool pool(sized(1));
   offload::event_loop loop;
@@ -762,7 +869,7 @@ TEST_CASE("a loop step that blocks on a concurrent_future publishes its calls fi
     offload::async_run(
         pool, [&] { second_ran = true; }, net::bind_executor(ex, finish));
     auto watch = [&]() -> offload::awaitable<bool> {
-      co_return co_await offload_test::eventually_co([&] { return second_ran.load(); });
+      co_return co_await offload_test::wait_until([&] { return second_ran.load(); });
     };
     seen = offload::run_coroutine_threadsafe(watch(), other.loop()).result();
   });

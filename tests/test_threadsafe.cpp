@@ -9,9 +9,9 @@
 #include <optional>
 #include "loop_helpers.hpp"
 
+#include <offload/concurrent_future.hpp>
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
-#include <offload/concurrent_future.hpp>
 #include <offload/loop_thread.hpp>
 #include <offload/thread_pool.hpp>
 #include <offload/threadsafe.hpp>
@@ -46,6 +46,9 @@
 namespace {
 
 namespace net = offload::net;
+using offload_test::current_thread_id;
+using offload_test::guarded_wait;
+using offload_test::throw_my_error;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using offload_test::code_thrown_by;
@@ -65,8 +68,6 @@ using offload_test::raii_flag;
 
 // -- coroutines --------------------------------------------------------------------------------
 
-offload::awaitable<std::thread::id> current_thread_id() { co_return std::this_thread::get_id(); }
-
 offload::awaitable<int> answer() { co_return 42; }
 
 offload::awaitable<int> value_after_yield(int v) {
@@ -78,20 +79,6 @@ offload::awaitable<int> count_after_yield(int v, std::atomic<int>* ran) {
   co_await yield_once();
   ran->fetch_add(1);
   co_return v;
-}
-
-offload::awaitable<int> throw_my_error(int code) {
-  co_await yield_once();
-  throw my_error(code);
-}
-
-/// The frame owns `param`; `local` dies when the body unwinds; waits an hour unless stopped.
-offload::awaitable<int> guarded_wait([[maybe_unused]] raii_flag param, flag_ptr local_flag,
-                                     std::atomic<bool>* started) {
-  raii_flag local(std::move(local_flag));
-  started->store(true);
-  co_await sleep_for(1h);
-  co_return 1;
 }
 
 /// Never started by anyone: only its frame (and so `param`) can be destroyed.
@@ -794,6 +781,35 @@ TEST_CASE("outside a to_thread call, from_thread::run and run_sync throw no_runn
   }
   // The coroutine handed to the refused from_thread::run was destroyed, never run.
   REQUIRE(frame_flag->load());
+}
+
+TEST_CASE("from_thread in a call whose loop has closed since it was made throws loop_closed",
+          "[threadsafe][from_thread]") {
+  offload::thread_pool pool(1);  // outlives the loop: the call is still running when it closes
+  offload_test::gate loop_closed;
+  std::promise<std::error_code> seen;
+  auto code = seen.get_future();
+  {
+    offload::event_loop loop;
+    std::atomic<bool> started{false};
+    auto f = [&] {
+      started = true;
+      loop_closed.wait();
+      seen.set_value(
+          code_thrown_by([] { (void)offload::from_thread::run_sync([] { return 1; }); }));
+    };
+    auto start = [&]() -> offload::awaitable<void> {
+      // Bound to the loop: the call belongs to it (an unbound callback belongs to no loop).
+      offload::async_run(pool, f,
+                         net::bind_executor(loop.get_executor(), [](std::exception_ptr) {}));
+      co_await wait_until([&] { return started.load(); });
+    };
+    loop.run_until_complete(start());
+    loop.close();
+    loop_closed.open();
+    REQUIRE(code.wait_for(60s) == std::future_status::ready);
+  }
+  CHECK(code.get() == offload::errc::loop_closed);
 }
 
 offload::awaitable<std::error_code> from_thread_run_on_loop_thread(offload::event_loop& loop) {

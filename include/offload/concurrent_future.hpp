@@ -5,7 +5,9 @@
 #pragma once
 
 #include <offload/config.hpp>
+#include <offload/detail/result.hpp>
 #include <offload/detail/spin.hpp>
+#include <offload/detail/thread_context.hpp>
 #include <offload/detail/unique_function.hpp>
 #include <offload/errors.hpp>
 #include <offload/thread_pool.hpp>
@@ -53,12 +55,13 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
 
   /// First completion wins; later ones (a coroutine finishing after its loop closed) are
   /// ignored. Returns whether this one won.
-  bool set_value(std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value) {
-    return finish([&] { value_ = std::move(value); });
+  template <typename... A>
+  bool set_value(A&&... a) {
+    return finish([&] { outcome_.set_value(std::forward<A>(a)...); });
   }
   bool set_exception(std::exception_ptr e, bool cancelled = false) {
     return finish([&] {
-      error_ = std::move(e);
+      outcome_.set_error(std::move(e));
       cancelled_ = cancelled;
     });
   }
@@ -69,7 +72,7 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
     check_deadlock("concurrent_future: a blocking wait on the thread that runs its loop");
     if (done()) return;
     // A loop thread blocking here must not hold back calls its step made for the awaited work.
-    detail::flush_submit_batch();
+    detail::settle_current_step();
     // A short bounded spin first: a quick coroutine is back sooner than a park and wake-up.
     detail::adaptive_spin spinner(detail::default_spin());
     if (spinner.spin([this] { return done(); })) return;
@@ -81,7 +84,7 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
   bool wait_for(std::chrono::duration<Rep, Period> d) {
     check_deadlock("concurrent_future: a blocking wait on the thread that runs its loop");
     if (done()) return true;
-    detail::flush_submit_batch();
+    detail::settle_current_step();
     std::unique_lock<std::mutex> lock(mutex_);
     return cv_.wait_for(lock, d, [this] { return done_; });
   }
@@ -89,23 +92,13 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
   std::exception_ptr exception() {
     wait();
     std::lock_guard<std::mutex> lock(mutex_);
-    return error_;
+    return outcome_.error();
   }
 
   /// The value (copied when T is copyable, so result() can be asked again; moved once when not).
   T take() {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (error_) std::rethrow_exception(error_);
-    if constexpr (!std::is_void_v<T>) {
-      if (!value_) throw std::logic_error("concurrent_future: the move-only result was taken");
-      if constexpr (std::is_copy_constructible_v<T>) {
-        return *value_;
-      } else {
-        T v(std::move(*value_));
-        value_.reset();
-        return v;
-      }
-    }
+    return outcome_.take("offload::concurrent_future::result");
   }
 
   void add_callback(callback cb, concurrent_future<T> self) {
@@ -168,8 +161,7 @@ class future_state : public std::enable_shared_from_this<future_state<T>> {
   bool done_ = false;
   std::atomic<bool> ready_{false};  // done_, readable without the lock
   bool cancelled_ = false;
-  std::exception_ptr error_;
-  std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value_{};
+  result<T> outcome_;
   std::vector<callback> callbacks_;
 };
 

@@ -6,6 +6,7 @@
 #include <offload/config.hpp>
 #include <offload/detail/completion_queue.hpp>
 #include <offload/detail/loop_shared.hpp>
+#include <offload/detail/loop_step.hpp>
 #include <offload/detail/service.hpp>
 #include <offload/detail/spin.hpp>
 #include <offload/detail/unique_function.hpp>
@@ -53,13 +54,7 @@ namespace detail {
 template <typename T>
 struct main_state {
   std::atomic<bool> done{false};
-  std::exception_ptr error;
-  std::optional<T> value;
-};
-template <>
-struct main_state<void> {
-  std::atomic<bool> done{false};
-  std::exception_ptr error;
+  result<T> outcome;  // written on the loop's thread before done
 };
 
 }  // namespace detail
@@ -93,7 +88,7 @@ class event_loop {
   /// True on a thread running this loop (inside run_until_complete / run_forever, or inside
   /// one of its steps).
   bool in_loop_thread() const noexcept {
-    return detail::tl_running_loop.loop == this || (strand_ && strand_->running_in_this_thread());
+    return detail::this_thread().loop == this || (strand_ && strand_->running_in_this_thread());
   }
 
   /// Runs the loop on this thread until `main` finishes; returns its result or rethrows.
@@ -108,8 +103,8 @@ class event_loop {
           "offload::event_loop::run_until_complete: the loop was stopped before the coroutine "
           "finished (it is still pending: run the loop again to go on)");
     }
-    if (state->error) std::rethrow_exception(state->error);
-    if constexpr (!std::is_void_v<T>) return std::move(*state->value);
+    auto& value = state->outcome.value("offload::event_loop::run_until_complete");
+    if constexpr (!std::is_void_v<T>) return std::move(value);
   }
 
   /// Runs the loop on this thread until stop().
@@ -150,7 +145,7 @@ class event_loop {
     shared_->fail_pending();
     shared_->forget_strand();
     if (auto pool = service_->default_pool_if_any()) {
-      pool->shutdown(detail::tl_current_pool != pool.get());
+      pool->shutdown(detail::this_thread().worker_of != pool.get());
     }
     service_->detach_loop(this);
     strand_.reset();
@@ -296,7 +291,7 @@ class event_loop {
       pool = std::make_shared<thread_pool>();
       service_->set_default_pool(pool);
     }
-    if (detail::tl_current_pool == pool.get()) {
+    if (detail::this_thread().worker_of == pool.get()) {
       throw_error(errc::would_deadlock,
                   "shutdown_default_executor called from one of the default executor's threads");
     }
@@ -342,7 +337,7 @@ class event_loop {
   struct main_done {
     std::shared_ptr<detail::main_state<T>> state;
     void operator()(std::exception_ptr e) const {
-      state->error = std::move(e);
+      if (e) state->outcome.set_error(std::move(e));
       state->done.store(true, std::memory_order_release);
     }
   };
@@ -351,8 +346,10 @@ class event_loop {
   static awaitable<void> run_main(awaitable<T> main, std::shared_ptr<detail::main_state<T>> st) {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(main);
+      st->outcome.set_value();
     } else {
-      st->value.emplace(co_await std::move(main));
+      T value = co_await std::move(main);  // named: GCC 12 destroys a co_await temporary twice
+      st->outcome.set_value(std::move(value));
     }
   }
 
@@ -380,7 +377,7 @@ class event_loop {
     static void finish(detail::task_state<T>& st, std::exception_ptr e) {
       std::unique_lock<std::mutex> lock(st.mutex);
       st.done = true;
-      st.error = std::move(e);
+      if (e) st.outcome.set_error(std::move(e));
       auto waiters = std::move(st.waiters);
       st.waiters.clear();
       if (st.handles == 0) st.report_unretrieved_locked(lock);
@@ -393,10 +390,12 @@ class event_loop {
   static awaitable<void> task_body(awaitable<T> coro, std::shared_ptr<detail::task_state<T>> st) {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(coro);
+      std::lock_guard<std::mutex> lock(st->mutex);
+      st->outcome.set_value();
     } else {
       auto value = co_await std::move(coro);
       std::lock_guard<std::mutex> lock(st->mutex);
-      st->value.emplace(std::move(value));
+      st->outcome.set_value(std::move(value));
     }
   }
 
@@ -468,25 +467,12 @@ class event_loop {
   template <typename Done>
   void run_steps(Done done) {
     running_.store(true, std::memory_order_release);
-    const auto saved = detail::tl_running_loop;
-    detail::tl_running_loop = {this, service_};
-    detail::end_loop_step();  // a loop run from inside another's step starts with a clean batch
-    const bool saved_batching = std::exchange(detail::tl_submit_batch.enabled, true);
-    const bool saved_cache = detail::block_cache::local().keep_full(true);
+    struct not_running {
+      std::atomic<bool>& running;
+      ~not_running() { running.store(false, std::memory_order_release); }
+    } clear_on_exit{running_};
+    const detail::loop_thread_scope on_this_thread(this, service_);
     auto work = net::make_work_guard(*ctx_);
-    struct restore {
-      event_loop* self;
-      detail::running_loop_info saved;
-      bool saved_batching;
-      bool saved_cache;
-      ~restore() {
-        detail::end_loop_step();
-        detail::tl_submit_batch.enabled = saved_batching;
-        detail::block_cache::local().keep_full(saved_cache);
-        detail::tl_running_loop = saved;
-        self->running_.store(false, std::memory_order_release);
-      }
-    } restore_on_exit{this, saved, saved_batching, saved_cache};
 
     net::io_context& ctx = *ctx_;
     detail::completion_queue* queue = service_->loop_queue();
@@ -497,13 +483,11 @@ class event_loop {
       const std::int64_t threshold = slow_threshold_ns_.load(std::memory_order_relaxed);
       std::size_t ran = 0;
       if (threshold > 0) {
-        ran = timed_poll_one(ctx, threshold);
-        detail::end_loop_step();
+        ran = step([&] { return timed_poll_one(ctx, threshold); });
       } else {
         // One handler at a time, so a stop() or a finished main is seen even while handlers
         // keep becoming ready (a coroutine that yields forever would keep poll() from returning).
-        while (ran < max_batch && ctx.poll_one() != 0) {
-          detail::end_loop_step();
+        while (ran < max_batch && step([&] { return ctx.poll_one(); }) != 0) {
           ++ran;
           if (stop_requested_.load(std::memory_order_relaxed) || done()) break;
         }
@@ -516,17 +500,23 @@ class event_loop {
           return queue->handed_over() || stop_requested_.load(std::memory_order_relaxed);
         });
         queue->end_spin();
-        const std::size_t polled = threshold > 0 ? timed_poll_one(ctx, threshold) : ctx.poll();
-        detail::end_loop_step();
+        const std::size_t polled =
+            step([&] { return threshold > 0 ? timed_poll_one(ctx, threshold) : ctx.poll(); });
         if (polled != 0) continue;
       }
       if (threshold > 0) {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
       } else {
-        ctx.run_one();
-        detail::end_loop_step();
+        step([&] { return ctx.run_one(); });
       }
     }
+  }
+
+  // Runs handlers (one, or what poll() finds) as one loop step.
+  template <typename Poll>
+  static std::size_t step(Poll poll) {
+    const detail::loop_step settled_at_end;
+    return poll();
   }
 
   // Handlers run back to back before the loop reads its settings again (the slow-callback
@@ -562,7 +552,7 @@ class event_loop {
 /// The loop running on this thread; throws no_running_loop elsewhere (asyncio's
 /// "no running event loop").
 inline event_loop& get_running_loop() {
-  auto* loop = static_cast<const event_loop*>(detail::tl_running_loop.loop);
+  event_loop* loop = detail::this_thread().loop;
   if (loop == nullptr) {
     std::lock_guard<std::mutex> lock(event_loop::loops().mutex);
     for (event_loop* candidate : event_loop::loops().loops) {
@@ -572,7 +562,7 @@ inline event_loop& get_running_loop() {
   if (loop == nullptr) {
     throw_error(errc::no_running_loop, "offload::get_running_loop");
   }
-  return const_cast<event_loop&>(*loop);
+  return *loop;
 }
 
 /// asyncio.run: a new loop runs `main` to completion, shuts its default executor down and

@@ -7,6 +7,8 @@
 #include <offload/config.hpp>
 #include <offload/detail/awaitable_initiation.hpp>
 #include <offload/detail/loop_shared.hpp>
+#include <offload/detail/result.hpp>
+#include <offload/detail/shared_handle.hpp>
 #include <offload/errors.hpp>
 
 #include <cstdint>
@@ -54,7 +56,6 @@ struct future_waiter_for final : future_waiter {
 template <typename T>
 struct loop_future_state {
   using callback = std::function<void(future<T>)>;
-  using stored_value = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
 
   explicit loop_future_state(std::shared_ptr<loop_shared> l) : loop(std::move(l)) {}
 
@@ -63,9 +64,8 @@ struct loop_future_state {
   std::mutex mutex;
   bool done = false;
   bool cancelled = false;
-  int handles = 0;  // copies of future<T>; none left while pending breaks the promise
-  std::exception_ptr error;
-  stored_value value{};
+  int handles = 0;    // copies of future<T>; none left while pending breaks the promise
+  result<T> outcome;  // empty until done
   std::uint64_t next_waiter = 0;
   std::vector<std::unique_ptr<future_waiter>> waiters;
   std::vector<callback> callbacks;
@@ -92,7 +92,8 @@ struct loop_future_state {
   }
 
   bool fail(errc code, const char* why, callbacks_run where = callbacks_run::on_loop) {
-    return finish([&] { error = std::make_exception_ptr(make_error(code, why)); }, where);
+    return finish([&] { outcome.set_error(std::make_exception_ptr(make_error(code, why))); },
+                  where);
   }
 
   /// asyncio runs done-callbacks with call_soon: on the loop, never inside the setter. A
@@ -103,8 +104,8 @@ struct loop_future_state {
       try {
         cb(future<T>(self_state));
       } catch (...) {
-        self_state->loop->report({"an exception escaped a future's done-callback",
-                                  std::current_exception()});
+        self_state->loop->report(
+            {"an exception escaped a future's done-callback", std::current_exception()});
       }
     };
     if (where == callbacks_run::here || !loop->post_to_loop(std::move(run))) run();
@@ -117,17 +118,17 @@ struct loop_future_state {
     if (!done) {
       throw_error(errc::invalid_state, "offload::future::result: the future is not done yet");
     }
-    if (error) std::rethrow_exception(error);
-    if constexpr (!std::is_void_v<T>) {
-      if (!value) throw std::logic_error("offload::future: the move-only result was already taken");
-      if constexpr (std::is_copy_constructible_v<T>) {
-        return *value;
-      } else {
-        T out(std::move(*value));
-        value.reset();
-        return out;
-      }
-    }
+    return outcome.take("offload::future::result");
+  }
+
+  /// The last copy of the future went away (shared_handle): nobody can complete it any more,
+  /// so a pending one answers its awaiters now. Callbacks run here, since this may be the
+  /// loop's close destroying the last copy.
+  void last_handle_released(std::unique_lock<std::mutex>& lock) noexcept {
+    if (done) return;
+    lock.unlock();
+    fail(errc::broken_promise, "offload::future: every copy was destroyed before a result was set",
+         callbacks_run::here);
   }
 
   std::weak_ptr<loop_future_state> weak_self;
@@ -154,7 +155,8 @@ struct future_waiter_canceller {
         }
       }
     }
-    if (detached) detached->resume(make_cancelled("offload::future::get: the awaiter was cancelled"));
+    if (detached)
+      detached->resume(make_cancelled("offload::future::get: the awaiter was cancelled"));
   }
 };
 
@@ -188,30 +190,25 @@ struct future_get_initiation {
 /// goes away while the future is pending, its awaiters get broken_promise; when its loop
 /// closes first, loop_closed: an awaiter never hangs.
 template <typename T>
-class future {
+class future : private detail::shared_handle<detail::loop_future_state<T>> {
+  using handle = detail::shared_handle<detail::loop_future_state<T>>;
+  using handle::state_;
+
  public:
   using value_type = T;
 
   future() = default;
-  future(const future& other) : state_(other.state_) { add_handle(); }
-  future(future&& other) noexcept : state_(std::move(other.state_)) {}
-  future& operator=(future other) noexcept {
-    std::swap(state_, other.state_);
-    return *this;
-  }
-  ~future() { release_handle(); }
 
-  bool valid() const noexcept { return state_ != nullptr; }
+  using handle::done;
+  using handle::valid;
 
-  bool done() const {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    return state_->done;
-  }
   bool cancelled() const {
     std::lock_guard<std::mutex> lock(state_->mutex);
     return state_->cancelled;
   }
 
+  // clang-format 14 breaks these requires-clauses apart.
+  // clang-format off
   /// Completes the future; a second completion throws invalid_state (asyncio's
   /// InvalidStateError). From any thread.
   template <typename U = T>
@@ -223,31 +220,34 @@ class future {
   {
     if (!try_set_result()) already_done("offload::future::set_result");
   }
+  // clang-format on
   void set_exception(std::exception_ptr error) {
     if (!try_set_exception(std::move(error))) already_done("offload::future::set_exception");
   }
 
+  // clang-format off
   /// As set_result / set_exception, but false instead of throwing when the future is already
   /// done (cancelled, or failed because its loop closed): for a C callback that may fire late.
   template <typename U = T>
   requires(!std::is_void_v<U>) bool try_set_result(U&& value) {
-    return state_->finish([&] { state_->value.emplace(std::forward<U>(value)); });
+    return state_->finish([&] { state_->outcome.set_value(std::forward<U>(value)); });
   }
   bool try_set_result()
   requires std::is_void_v<T>
   {
-    return state_->finish([&] { state_->value = true; });
+    return state_->finish([&] { state_->outcome.set_value(); });
   }
+  // clang-format on
   bool try_set_exception(std::exception_ptr error) {
     if (!error) throw std::invalid_argument("offload::future::set_exception: null exception_ptr");
-    return state_->finish([&] { state_->error = std::move(error); });
+    return state_->finish([&] { state_->outcome.set_error(std::move(error)); });
   }
 
   /// Cancels the future: awaiters see operation_aborted. False if it was already done.
   bool cancel() {
     return state_->finish([&] {
       state_->cancelled = true;
-      state_->error = make_cancelled("offload::future: cancelled");
+      state_->outcome.set_error(make_cancelled("offload::future: cancelled"));
     });
   }
 
@@ -262,7 +262,7 @@ class future {
     if (!state_->done) {
       throw_error(errc::invalid_state, "offload::future::exception: the future is not done yet");
     }
-    return state_->error;
+    return state_->outcome.error();
   }
 
   /// `cb(future)` runs once the future is done, scheduled on its loop (never inside the call
@@ -290,9 +290,7 @@ class future {
   template <typename U>
   friend future<U> detail::make_loop_future(const std::shared_ptr<detail::loop_shared>& loop);
 
-  explicit future(std::shared_ptr<detail::loop_future_state<T>> s) : state_(std::move(s)) {
-    add_handle();
-  }
+  explicit future(std::shared_ptr<detail::loop_future_state<T>> s) : handle(std::move(s)) {}
 
   static awaitable<T> get_from(std::shared_ptr<detail::loop_future_state<T>> state) {
     // Named, not a temporary in the co_await: GCC 12 destroys such temporaries twice.
@@ -308,29 +306,6 @@ class future {
   [[noreturn]] static void already_done(const char* where) {
     throw_error(errc::invalid_state, where);
   }
-
-  void add_handle() {
-    if (!state_) return;
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    ++state_->handles;
-  }
-  void release_handle() noexcept {
-    if (!state_) return;
-    bool last = false;
-    {
-      std::lock_guard<std::mutex> lock(state_->mutex);
-      last = --state_->handles == 0 && !state_->done;
-    }
-    if (last) {
-      // Nobody can complete it any more: answer its awaiters now. Callbacks run here, since
-      // this may be the loop's close destroying the last copy.
-      state_->fail(errc::broken_promise,
-                   "offload::future: every copy was destroyed before a result was set",
-                   detail::loop_future_state<T>::callbacks_run::here);
-    }
-  }
-
-  std::shared_ptr<detail::loop_future_state<T>> state_;
 };
 
 namespace detail {

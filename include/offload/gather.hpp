@@ -163,6 +163,17 @@ inline void rethrow_if_parent_cancelled(const child_group& group, const char* wh
   if (group.parent_cancelled()) std::rethrow_exception(make_cancelled(where));
 }
 
+/// Starts the group's children (`start(group, executor)`) on the awaiting coroutine's executor
+/// and waits until every one has finished; rethrows the awaiter's own cancellation.
+template <typename Group, typename Start>
+awaitable<std::shared_ptr<Group>> run_all(std::shared_ptr<Group> group, Start start) {
+  const net::any_io_executor ex = co_await net::this_coro::executor;
+  start(*group, ex);
+  group = co_await await_all(std::move(group));
+  rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  co_return group;
+}
+
 }  // namespace detail
 
 /// `auto [a, b] = co_await gather(f(), g())`: runs the awaitables concurrently on the
@@ -171,12 +182,12 @@ inline void rethrow_if_parent_cancelled(const child_group& group, const char* wh
 /// (asyncio's gather leaves them running). Cancelling the awaiter cancels them all.
 template <detail::gatherable... A>
 awaitable<std::tuple<detail::gathered_t<detail::gatherable_value_t<A>>...>> gather(A... aws) {
-  auto ex = co_await net::this_coro::executor;
   auto group = std::make_shared<detail::tuple_group<detail::gatherable_value_t<A>...>>(
       detail::on_failure::cancel_siblings);
-  group->start_all(ex, std::index_sequence_for<A...>{}, std::move(aws)...);
-  group = co_await detail::await_all(std::move(group));
-  detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  auto start = [&aws...](auto& g, const net::any_io_executor& ex) {
+    g.start_all(ex, std::index_sequence_for<A...>{}, std::move(aws)...);
+  };
+  group = co_await detail::run_all(std::move(group), start);
   if (const std::size_t failed = group->first_failure(); failed != detail::child_group::none) {
     std::rethrow_exception(group->error_at(failed));
   }
@@ -193,12 +204,12 @@ awaitable<std::tuple<detail::gathered_t<detail::gatherable_value_t<A>>...>> gath
 template <detail::gatherable... A>
 awaitable<std::tuple<outcome<detail::gatherable_value_t<A>>...>> gather(return_exceptions_t,
                                                                         A... aws) {
-  auto ex = co_await net::this_coro::executor;
   auto group = std::make_shared<detail::tuple_group<detail::gatherable_value_t<A>...>>(
       detail::on_failure::let_run);
-  group->start_all(ex, std::index_sequence_for<A...>{}, std::move(aws)...);
-  group = co_await detail::await_all(std::move(group));
-  detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  auto start = [&aws...](auto& g, const net::any_io_executor& ex) {
+    g.start_all(ex, std::index_sequence_for<A...>{}, std::move(aws)...);
+  };
+  group = co_await detail::run_all(std::move(group), start);
   co_return std::move(group->results);
 }
 
@@ -209,13 +220,11 @@ auto gather(Range aws)
     -> awaitable<std::conditional_t<std::is_void_v<detail::range_awaitable_value_t<Range>>, void,
                                     std::vector<detail::range_awaitable_value_t<Range>>>> {
   using T = detail::range_awaitable_value_t<Range>;
-  auto ex = co_await net::this_coro::executor;
   auto children = detail::collect(aws);
   auto group = std::make_shared<detail::range_group<T>>(
       children.size(), detail::wake_on::all_finished, detail::on_failure::cancel_siblings);
-  group->start_all(ex, children);
-  group = co_await detail::await_all(std::move(group));
-  detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  auto start = [&children](auto& g, const net::any_io_executor& ex) { g.start_all(ex, children); };
+  group = co_await detail::run_all(std::move(group), start);
   if constexpr (std::is_void_v<T>) {
     detail::values_or_first_error(*group, group->results);
   } else {
@@ -228,13 +237,11 @@ template <detail::awaitable_range Range>
 auto gather(return_exceptions_t, Range aws)
     -> awaitable<std::vector<outcome<detail::range_awaitable_value_t<Range>>>> {
   using T = detail::range_awaitable_value_t<Range>;
-  auto ex = co_await net::this_coro::executor;
   auto children = detail::collect(aws);
   auto group = std::make_shared<detail::range_group<T>>(
       children.size(), detail::wake_on::all_finished, detail::on_failure::let_run);
-  group->start_all(ex, children);
-  group = co_await detail::await_all(std::move(group));
-  detail::rethrow_if_parent_cancelled(*group, "offload::gather: the awaiter was cancelled");
+  auto start = [&children](auto& g, const net::any_io_executor& ex) { g.start_all(ex, children); };
+  group = co_await detail::run_all(std::move(group), start);
   co_return std::move(group->results);
 }
 

@@ -4,11 +4,11 @@
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
 
+#include <offload/detail/result.hpp>
+
 #include <exception>
 #include <stdexcept>
-#include <type_traits>
 #include <utility>
-#include <variant>
 
 namespace offload {
 
@@ -20,41 +20,30 @@ class outcome {
   /// Empty until set (only visible to code that looks before the call finished).
   outcome() = default;
 
-  bool has_value() const noexcept { return state_.index() == 1; }
-  bool has_error() const noexcept { return state_.index() == 2; }
+  bool has_value() const noexcept { return result_.has_value(); }
+  bool has_error() const noexcept { return result_.has_error(); }
   explicit operator bool() const noexcept { return has_value(); }
 
   /// The value, or rethrows the exception in its place.
-  T& value() & {
-    check();
-    return std::get<1>(state_);
-  }
-  const T& value() const& {
-    check();
-    return std::get<1>(state_);
-  }
-  T&& value() && {
-    check();
-    return std::get<1>(std::move(state_));
-  }
+  T& value() & { return result_.value(where); }
+  const T& value() const& { return result_.value(where); }
+  T&& value() && { return std::move(result_.value(where)); }
   /// The exception, or null.
-  std::exception_ptr error() const noexcept {
-    return has_error() ? std::get<2>(state_) : std::exception_ptr();
-  }
+  std::exception_ptr error() const noexcept { return result_.error(); }
 
   template <typename... A>
   void set_value(A&&... a) {
-    state_.template emplace<1>(std::forward<A>(a)...);
+    result_.set_value(std::forward<A>(a)...);
   }
-  void set_error(std::exception_ptr e) noexcept { state_.template emplace<2>(std::move(e)); }
+  /// `e` must not be null (invalid_argument).
+  void set_error(std::exception_ptr e) {
+    if (!e) throw std::invalid_argument("offload::outcome::set_error: null exception_ptr");
+    result_.set_error(std::move(e));
+  }
 
  private:
-  void check() const {
-    if (has_error()) std::rethrow_exception(std::get<2>(state_));
-    if (!has_value()) throw std::logic_error("offload::outcome: no value yet");
-  }
-
-  std::variant<std::monostate, T, std::exception_ptr> state_;
+  static constexpr const char* where = "offload::outcome";
+  detail::result<T> result_;
 };
 
 template <>
@@ -64,29 +53,24 @@ class outcome<void> {
 
   outcome() = default;
 
-  bool has_value() const noexcept { return done_ && !error_; }
-  bool has_error() const noexcept { return static_cast<bool>(error_); }
+  bool has_value() const noexcept { return result_.has_value(); }
+  bool has_error() const noexcept { return result_.has_error(); }
   explicit operator bool() const noexcept { return has_value(); }
 
   /// Returns if the call succeeded, or rethrows its exception.
-  void value() const {
-    if (error_) std::rethrow_exception(error_);
-    if (!done_) throw std::logic_error("offload::outcome: no value yet");
-  }
-  std::exception_ptr error() const noexcept { return error_; }
+  void value() const { result_.value(where); }
+  std::exception_ptr error() const noexcept { return result_.error(); }
 
-  void set_value() noexcept {
-    done_ = true;
-    error_ = nullptr;
-  }
-  void set_error(std::exception_ptr e) noexcept {
-    done_ = true;
-    error_ = std::move(e);
+  void set_value() noexcept { result_.set_value(); }
+  /// `e` must not be null (invalid_argument).
+  void set_error(std::exception_ptr e) {
+    if (!e) throw std::invalid_argument("offload::outcome::set_error: null exception_ptr");
+    result_.set_error(std::move(e));
   }
 
  private:
-  bool done_ = false;
-  std::exception_ptr error_;
+  static constexpr const char* where = "offload::outcome";
+  detail::result<void> result_;
 };
 
 }  // namespace offload

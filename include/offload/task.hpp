@@ -6,6 +6,8 @@
 #include <offload/config.hpp>
 #include <offload/detail/awaitable_initiation.hpp>
 #include <offload/detail/loop_shared.hpp>
+#include <offload/detail/result.hpp>
+#include <offload/detail/shared_handle.hpp>
 #include <offload/detail/unique_function.hpp>
 
 #include <exception>
@@ -33,14 +35,16 @@ struct task_state {
   bool done = false;
   bool retrieved = false;
   int handles = 0;
-  std::exception_ptr error;
-  std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value{};
+  result<T> outcome;  // set when done
   std::vector<unique_function> waiters;
 
+  /// The last copy of the task went away (shared_handle).
+  void last_handle_released(std::unique_lock<std::mutex>& lock) { report_unretrieved_locked(lock); }
+
   void report_unretrieved_locked(std::unique_lock<std::mutex>& lock) {
-    if (!done || !error || retrieved) return;
+    if (!done || !outcome.has_error() || retrieved) return;
     retrieved = true;
-    auto e = error;
+    auto e = outcome.error();
     lock.unlock();
     loop->report({"an exception escaped a task nobody awaited", e});
   }
@@ -61,23 +65,15 @@ void spawn_later(const Strand& strand, awaitable<void> body, Handler handler) {
 /// A coroutine scheduled by create_task (it starts on a later loop step): `co_await t.join()`
 /// for its result, `cancel()` to stop it at its current suspension, `done()` to ask.
 template <typename T>
-class task {
+class task : private detail::shared_handle<detail::task_state<T>> {
+  using handle = detail::shared_handle<detail::task_state<T>>;
+  using handle::state_;
+
  public:
   task() = default;
-  task(const task& other) : state_(other.state_) { add_handle(); }
-  task(task&& other) noexcept : state_(std::move(other.state_)) {}
-  task& operator=(task other) noexcept {
-    std::swap(state_, other.state_);
-    return *this;
-  }
-  ~task() { release_handle(); }
 
-  bool valid() const noexcept { return state_ != nullptr; }
-
-  bool done() const {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    return state_->done;
-  }
+  using handle::done;
+  using handle::valid;
 
   /// Asks the coroutine to stop: it sees operation_aborted at its current suspension. True if
   /// it had not finished yet.
@@ -110,19 +106,7 @@ class task {
   static T take_result(detail::task_state<T>& state) {
     std::lock_guard<std::mutex> lock(state.mutex);
     state.retrieved = true;
-    if (state.error) std::rethrow_exception(state.error);
-    if constexpr (!std::is_void_v<T>) {
-      if (!state.value) {
-        throw std::logic_error("offload::task::join: the move-only result was already taken");
-      }
-      if constexpr (std::is_copy_constructible_v<T>) {
-        return *state.value;
-      } else {
-        T value(std::move(*state.value));
-        state.value.reset();
-        return value;
-      }
-    }
+    return state.outcome.take("offload::task::join");
   }
 
   struct wait_initiation {
@@ -141,20 +125,7 @@ class task {
     }
   };
 
-  explicit task(std::shared_ptr<detail::task_state<T>> s) : state_(std::move(s)) { add_handle(); }
-
-  void add_handle() {
-    if (!state_) return;
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    ++state_->handles;
-  }
-  void release_handle() noexcept {
-    if (!state_) return;
-    std::unique_lock<std::mutex> lock(state_->mutex);
-    if (--state_->handles == 0) state_->report_unretrieved_locked(lock);
-  }
-
-  std::shared_ptr<detail::task_state<T>> state_;
+  explicit task(std::shared_ptr<detail::task_state<T>> s) : handle(std::move(s)) {}
 };
 
 }  // namespace offload

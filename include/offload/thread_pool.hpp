@@ -15,6 +15,7 @@
 #include <offload/detail/op_queue.hpp>
 #include <offload/detail/pool_metrics.hpp>
 #include <offload/detail/spin.hpp>
+#include <offload/detail/thread_context.hpp>
 #include <offload/detail/thread_name.hpp>
 #include <offload/errors.hpp>
 
@@ -120,8 +121,6 @@ struct thread_pool_stats {
 class thread_pool;
 
 namespace detail {
-inline thread_local thread_pool* tl_current_pool = nullptr;
-
 inline std::size_t default_max_workers() noexcept {
   const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
   return std::min<std::size_t>(32, cores + 4);
@@ -129,49 +128,7 @@ inline std::size_t default_max_workers() noexcept {
 
 enum class submit_status { accepted, shut_down, full };
 
-/// Calls a loop thread submits to one pool during one loop step. The step's first call goes
-/// out at once (a lone call starts as soon as possible); the calls after it are published in
-/// groups, one CAS and one wake-up check per group, and whatever is left when the step ends.
-/// A burst then costs the workers one cache-line transfer per group, not one per call.
-struct submit_batch {
-  static constexpr unsigned limit = 64;
-  thread_pool* pool = nullptr;
-  op_base* oldest = nullptr;  // linked by next, in submission order
-  op_base* newest = nullptr;
-  unsigned count = 0;
-  bool enabled = false;        // this thread is running an event_loop's steps
-  bool step_sent_one = false;  // this step's first call already went out at once
-};
-inline thread_local submit_batch tl_submit_batch;
-
-/// In-flight counts a loop step took ahead, in one update, for the calls it goes on to make
-/// (see offload_service::op_started); what it did not use goes back when the step ends.
-struct started_credit {
-  offload_service* home = nullptr;  // the service they were taken from
-  std::size_t left = 0;
-  bool counted_one = false;  // this step counted a call already: the next takes a block
-};
-inline thread_local started_credit tl_started_credit;
-
-inline void give_back_started_credit() noexcept {
-  started_credit& credit = tl_started_credit;
-  credit.counted_one = false;
-  if (credit.left == 0) return;
-  const std::size_t left = std::exchange(credit.left, 0);
-  calls_ended(std::exchange(credit.home, nullptr), left);
-}
-
-/// Publishes this thread's batch, if any.
-void flush_submit_batch() noexcept;
-
-/// Ends a loop step: what the step batched is published, the in-flight counts it took ahead
-/// and did not use go back, and the next step's first call goes out at once again.
-inline void end_loop_step() noexcept {
-  submit_batch& batch = tl_submit_batch;
-  batch.step_sent_one = false;
-  while (batch.pool != nullptr) flush_submit_batch();  // publishing may batch more calls
-  give_back_started_credit();
-}
+struct pool_access;
 }  // namespace detail
 
 // Aligned so that no neighbouring object shares the lines its atomics are on.
@@ -249,17 +206,23 @@ class alignas(detail::cache_line) thread_pool {
   /// thread has finished; from one of the pool's own threads that would never happen, so it
   /// throws would_deadlock instead.
   void shutdown(bool wait = true, bool cancel_pending = false) {
-    if (wait && detail::tl_current_pool == this) {
+    if (wait && detail::this_thread().worker_of == this) {
       throw_error(errc::would_deadlock,
                   "thread_pool::shutdown(wait=true) called from one of the pool's own threads; "
                   "call shutdown(false) there, or shut down from another thread");
     }
-    if (detail::tl_submit_batch.pool == this) detail::flush_submit_batch();
+    detail::settle_current_step();  // a chain this thread holds for us must not be waited for
     inject_.set_flag();
-    // Calls a loop thread accepted into a batch for this pool before now are queued when its
-    // step ends (a few microseconds on a loop that does not block): wait for them, so they
-    // run (or are cancelled) like the calls queued before.
-    while (batches_held_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    // Chains other threads opened before now are queued when their loop steps end (a few
+    // microseconds on a loop that does not block): wait for them, so their calls run (or are
+    // cancelled) like the calls queued before.
+    open_chains_.fetch_or(chains_awaited, std::memory_order_seq_cst);
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      shutdown_cv_.wait(lock, [this] {
+        return (open_chains_.load(std::memory_order_seq_cst) & ~chains_awaited) == 0;
+      });
+    }
     detail::op_base* cancelled = nullptr;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -280,7 +243,7 @@ class alignas(detail::cache_line) thread_pool {
   bool is_shutdown() const noexcept { return inject_.flagged(); }
 
   thread_pool_stats stats() const {
-    if (detail::tl_submit_batch.pool == this) detail::flush_submit_batch();
+    detail::settle_current_step();  // calls this thread holds back are counted as queued
     std::lock_guard<std::mutex> lock(mutex_);
     thread_pool_stats s;
     s.workers = live_;
@@ -331,60 +294,21 @@ class alignas(detail::cache_line) thread_pool {
     done();
   }
 
-  /// For offload's call paths: queue one node. `may_wait` says whether the submitter can wait
-  /// for room in a bounded queue (a coroutine can; a bare thread cannot).
+ private:
+  friend struct detail::pool_access;
+
+  // One call. `may_wait` says whether the submitter can wait for room in a bounded queue (a
+  // coroutine can; a bare thread cannot).
   detail::submit_status submit(detail::op_base* op, bool may_wait) {
     metrics_->submitted(*op);
-    const detail::submit_status status = queue_call(op, may_wait);
+    detail::submit_status status = detail::submit_status::accepted;
+    if (options_.max_queue != 0) {
+      status = submit_bounded(op, may_wait);
+    } else if (!push_one(op)) {
+      status = detail::submit_status::shut_down;
+    }
     if (status != detail::submit_status::accepted) metrics_->refused(*op);  // op is still ours
     return status;
-  }
-
- private:
-  friend void detail::flush_submit_batch() noexcept;
-
-  detail::submit_status queue_call(detail::op_base* op, bool may_wait) {
-    if (options_.max_queue != 0) return submit_bounded(op, may_wait);
-    detail::submit_batch& batch = detail::tl_submit_batch;
-    if (may_wait && batch.enabled) {
-      if (batch.step_sent_one) {
-        return add_to_batch(batch, op) ? detail::submit_status::accepted
-                                       : detail::submit_status::shut_down;
-      }
-      batch.step_sent_one = true;
-    }
-    // A call that skips the batch (no loop to resume, or the step's first) still starts after
-    // the calls this thread made before it.
-    if (batch.pool == this) detail::flush_submit_batch();
-    return push_one(op) ? detail::submit_status::accepted : detail::submit_status::shut_down;
-  }
-
-  // False when the pool is shut down. Publishing another pool's batch can re-enter here (a call
-  // failing there gives back a limiter token, which submits the next waiting call), so the
-  // batch is set up only once no other pool's is left.
-  bool add_to_batch(detail::submit_batch& batch, detail::op_base* op) noexcept {
-    if (is_shutdown()) return false;
-    while (batch.pool != this) {
-      if (batch.pool != nullptr) {
-        detail::flush_submit_batch();
-        continue;
-      }
-      // Counted before the closed bit is read again: shutdown() sets the bit, then waits for
-      // this count, so either we see the bit or it waits for our batch.
-      batches_held_.fetch_add(1, std::memory_order_seq_cst);
-      if (inject_.flagged()) {
-        batches_held_.fetch_sub(1, std::memory_order_seq_cst);
-        return false;
-      }
-      batch.pool = this;
-      batch.oldest = nullptr;
-      batch.newest = nullptr;
-      batch.count = 0;
-    }
-    (batch.newest != nullptr ? batch.newest->next : batch.oldest) = op;
-    batch.newest = op;
-    if (++batch.count == detail::submit_batch::limit) detail::flush_submit_batch();
-    return true;
   }
 
   // False when the pool is shut down (inject_'s flag).
@@ -397,13 +321,46 @@ class alignas(detail::cache_line) thread_pool {
     return true;
   }
 
-  // A batch's calls were accepted before any shutdown could finish (it waits for held batches
-  // before its workers may exit), so they are queued even past the closed bit: they run, or are
-  // cancelled with cancel_pending, like any call queued before the shutdown.
-  void publish_batch(detail::op_base* oldest, detail::op_base* newest) noexcept {
+  // A chain: calls accepted one by one (accept) and queued together (queue_chain), for
+  // submitters that collect calls before they publish them (a loop step, loop_step.hpp).
+  // False when the pool is shut down (unbounded pools only).
+  bool open_chain() noexcept {
+    // Counted before the closed bit is read again: shutdown() sets the bit, then waits for
+    // this count, so either we see the bit or it waits for our chain.
+    open_chains_.fetch_add(1, std::memory_order_seq_cst);
+    if (!inject_.flagged()) return true;
+    close_chain();
+    return false;
+  }
+
+  // A call for a chain: the pool hears of it (its observer may re-enter), then it joins a
+  // chain or, when the pool is shut down, is refused.
+  void accept(detail::op_base& op) noexcept { metrics_->submitted(op); }
+  void refuse(detail::op_base& op) noexcept { metrics_->refused(op); }
+
+  // The chain's calls were accepted before any shutdown could finish (it waits for open
+  // chains before its workers may exit), so they are queued even past the closed bit: they
+  // run, or are cancelled with cancel_pending, like any call queued before the shutdown.
+  void queue_chain(detail::op_base* oldest, detail::op_base* newest) noexcept {
     inject_.push(oldest, newest, detail::op_queue::on_flag::keep);
     after_push();
-    batches_held_.fetch_sub(1, std::memory_order_seq_cst);
+    close_chain();
+  }
+
+  void close_chain() noexcept {
+    std::uint32_t open = open_chains_.load(std::memory_order_relaxed);
+    while ((open & chains_awaited) == 0) {
+      if (open_chains_.compare_exchange_weak(open, open - 1, std::memory_order_seq_cst,
+                                             std::memory_order_relaxed)) {
+        return;
+      }
+    }
+    // A shutdown waits for this count: once it reads zero it may destroy the pool, so the
+    // count goes down under the lock it reads it under, and nothing here touches the pool
+    // after the lock is released.
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_chains_.fetch_sub(1, std::memory_order_seq_cst);
+    shutdown_cv_.notify_all();
   }
 
   static thread_pool_options with_max(std::size_t max_workers) {
@@ -642,7 +599,7 @@ class alignas(detail::cache_line) thread_pool {
     --live_;
     live_hint_.store(live_, std::memory_order_relaxed);
     if (live_ == 0) {
-      all_exited_cv_.notify_all();
+      shutdown_cv_.notify_all();
       watchdog_cv_.notify_all();
     }
   }
@@ -660,7 +617,7 @@ class alignas(detail::cache_line) thread_pool {
 #if defined(__linux__)
     self->tid.store(static_cast<int>(::syscall(SYS_gettid)), std::memory_order_relaxed);
 #endif
-    detail::tl_current_pool = this;
+    detail::this_thread().worker_of = this;
     metrics_->bind_worker(self->record);
     if (options_.initializer) {
       try {
@@ -1044,7 +1001,7 @@ class alignas(detail::cache_line) thread_pool {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       if (closed_) {
-        all_exited_cv_.wait(lock, [this] { return live_ == 0; });
+        shutdown_cv_.wait(lock, [this] { return live_ == 0; });
         stranded = take_all_locked();  // only when no thread could ever be started for them
         growth.swap(growth_thread_);
         watchdog.swap(watchdog_thread_);
@@ -1074,11 +1031,16 @@ class alignas(detail::cache_line) thread_pool {
   std::atomic<std::size_t> live_hint_{0};
   std::atomic<bool> wake_pending_{false};
   alignas(detail::cache_line) std::atomic<std::size_t> fifo_count_{0};  // written under mutex_
-  std::atomic<int> batches_held_{0};  // loop threads holding a batch of calls for this pool
+  // Chains opened and not queued yet (see open_chain), and the bit shutdown sets while it
+  // waits for them.
+  static constexpr std::uint32_t chains_awaited = std::uint32_t(1) << 31;
+  std::atomic<std::uint32_t> open_chains_{0};
 
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable cv_;
-  std::condition_variable all_exited_cv_;
+  // join() waits here for the threads to exit, shutdown() for the open chains (one variable:
+  // a second one moves the pool's layout, which costs the round trip measurably).
+  std::condition_variable shutdown_cv_;
   detail::op_base* fifo_head_ = nullptr;
   detail::op_base* fifo_tail_ = nullptr;
   detail::op_base* overflow_head_ = nullptr;
@@ -1110,15 +1072,22 @@ class alignas(detail::cache_line) thread_pool {
 };
 
 namespace detail {
-inline void flush_submit_batch() noexcept {
-  submit_batch& batch = tl_submit_batch;
-  thread_pool* pool = std::exchange(batch.pool, nullptr);
-  if (pool == nullptr) return;
-  op_base* newest = std::exchange(batch.newest, nullptr);
-  op_base* oldest = std::exchange(batch.oldest, nullptr);
-  batch.count = 0;
-  pool->publish_batch(oldest, newest);
-}
+/// offload's own way in to a pool's calls (loop_step.hpp, to_thread.hpp): not for users.
+struct pool_access {
+  static submit_status submit(thread_pool& pool, op_base* op, bool may_wait) {
+    return pool.submit(op, may_wait);
+  }
+  /// A bounded pool takes calls one at a time: each waits for room or is refused.
+  static bool takes_chains(const thread_pool& pool) noexcept {
+    return pool.options_.max_queue == 0;
+  }
+  static bool open_chain(thread_pool& pool) noexcept { return pool.open_chain(); }
+  static void accept(thread_pool& pool, op_base& op) noexcept { pool.accept(op); }
+  static void refuse(thread_pool& pool, op_base& op) noexcept { pool.refuse(op); }
+  static void queue_chain(thread_pool& pool, op_base* oldest, op_base* newest) noexcept {
+    pool.queue_chain(oldest, newest);
+  }
+};
 }  // namespace detail
 
 }  // namespace offload

@@ -6,6 +6,7 @@
 
 #include <offload/concurrent_future.hpp>
 #include <offload/config.hpp>
+#include <offload/detail/thread_context.hpp>
 #include <offload/errors.hpp>
 #include <offload/event_loop.hpp>
 
@@ -59,7 +60,7 @@ struct coroutine_done {
       }
       s->set_exception(std::move(e), cancelled);
     } else if constexpr (std::is_void_v<T>) {
-      s->set_value(true);
+      s->set_value();
     }
   }
 };
@@ -69,13 +70,9 @@ awaitable<void> run_into(awaitable<T> coro, std::shared_ptr<coroutine_future_sta
   if constexpr (std::is_void_v<T>) {
     co_await std::move(coro);
   } else {
-    state->set_value(co_await std::move(coro));
+    T value = co_await std::move(coro);  // named: GCC 12 destroys a co_await temporary twice
+    state->set_value(std::move(value));
   }
-}
-
-/// The loop that started the to_thread call running on this thread, if any.
-inline event_loop* calling_loop() noexcept {
-  return static_cast<event_loop*>(const_cast<void*>(tl_calling_loop));
 }
 
 }  // namespace detail
@@ -86,10 +83,10 @@ inline event_loop* calling_loop() noexcept {
 template <typename T>
 concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro, event_loop& loop) {
   auto state = std::make_shared<detail::coroutine_future_state<T>>();
-  const void* loop_id = &loop;
+  event_loop* const loop_id = &loop;
   auto shared = loop.shared_;
   state->on_loop_thread = [loop_id, shared] {
-    return detail::tl_running_loop.loop == loop_id || shared->in_loop_strand();
+    return detail::this_thread().loop == loop_id || shared->in_loop_strand();
   };
   std::weak_ptr<detail::coroutine_future_state<T>> weak = state;
   state->request_cancel = [weak, shared] {
@@ -129,9 +126,13 @@ concurrent_future<T> run_coroutine_threadsafe(awaitable<T> coro,
 namespace detail {
 // The loop that started the calling thread's call, or an error saying why there is none.
 inline event_loop& from_thread_origin(const char* where) {
-  event_loop* loop = calling_loop();
+  const op_base* op = this_thread().current_op;
+  offload_service* home = op != nullptr ? op->home : nullptr;
+  event_loop* loop = home != nullptr ? home->attached_loop() : nullptr;
   if (loop == nullptr) {
-    throw_error(errc::no_running_loop, where);
+    // The call's context had a loop, closed since the call was made; or it never had one.
+    throw_error(home != nullptr && home->loop_closed() ? errc::loop_closed : errc::no_running_loop,
+                where);
   }
   // The call may run on the loop's own thread (offloaded onto the loop's strand): waiting for
   // the loop there would never end.
@@ -167,7 +168,7 @@ auto run_sync(F&& f) -> std::invoke_result_t<std::decay_t<F>&> {
     try {
       if constexpr (std::is_void_v<R>) {
         (*fn)();
-        state->set_value(true);
+        state->set_value();
       } else {
         state->set_value((*fn)());
       }
@@ -184,7 +185,7 @@ auto run_sync(F&& f) -> std::invoke_result_t<std::decay_t<F>&> {
 /// wait_for / wait_until its awaiter is under; nullopt when there is none or no offloaded call
 /// runs here. At the deadline the call's std::stop_token is signalled too.
 inline std::optional<std::chrono::steady_clock::time_point> deadline() noexcept {
-  const detail::op_base* op = detail::tl_current_op;
+  const detail::op_base* op = detail::this_thread().current_op;
   if (op == nullptr || op->deadline == std::chrono::steady_clock::time_point::max()) {
     return std::nullopt;
   }
@@ -194,7 +195,7 @@ inline std::optional<std::chrono::steady_clock::time_point> deadline() noexcept 
 /// Throws operation_aborted if the awaiter of the call running on this thread was cancelled:
 /// a long loop in f can poll it, as it would poll a std::stop_token.
 inline void check_cancelled() {
-  const detail::op_base* op = detail::tl_current_op;
+  const detail::op_base* op = detail::this_thread().current_op;
   if (op == nullptr) {
     throw_error(errc::no_running_loop,
                 "offload::from_thread::check_cancelled: only inside a call started by "

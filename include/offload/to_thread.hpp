@@ -10,6 +10,7 @@
 #include <offload/context.hpp>
 #include <offload/detail/awaitable_initiation.hpp>
 #include <offload/detail/call_op.hpp>
+#include <offload/detail/loop_step.hpp>
 #include <offload/detail/op_allocator.hpp>
 #include <offload/detail/service.hpp>
 #include <offload/errors.hpp>
@@ -202,7 +203,7 @@ template <typename T>
 inline constexpr bool dependent_false = false;
 
 inline void submit_native(thread_pool& pool, op_base* op, bool may_wait) {
-  switch (pool.submit(op, may_wait)) {
+  switch (submit_call(pool, op, may_wait)) {
     case submit_status::accepted:
       return;
     case submit_status::shut_down:
@@ -331,7 +332,7 @@ struct initiate_run {
         queue = home->queue_for(ex);
         deadline = std::min(deadline, deadline_carried_by(ex));
       }
-      default_owner = no_loop ? tl_running_loop.service : home;
+      default_owner = no_loop ? this_thread().loop_service : home;
       if (no_loop && std::is_same_v<typename target_holder<Target>::type, default_executor_t> &&
           default_owner == nullptr) {
         throw_error(errc::no_running_loop,

@@ -1,4 +1,6 @@
-// Small helpers shared by offload's loop/task tests.
+// Helpers for coroutines on a loop (yield, sleep, poll without blocking the loop) and for what
+// a test checks afterwards (codes thrown, frames torn down). With probes.hpp, the tests' one
+// vocabulary: each name exists once.
 //
 // Distributed under the Boost Software License, Version 1.0.
 #pragma once
@@ -7,6 +9,7 @@
 #include <offload/detail/thread_name.hpp>
 
 #include "net_errors.hpp"
+#include "probes.hpp"
 #include "stderr_capture.hpp"
 
 #include <atomic>
@@ -76,9 +79,6 @@ offload::awaitable<bool> wait_until(
   co_return true;
 }
 
-/// The calling thread's name as the OS has it (empty where unsupported).
-inline std::string this_thread_name() { return offload::detail::current_thread_name(); }
-
 inline bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
@@ -103,15 +103,29 @@ struct raii_flag {
   flag_ptr flag;
 };
 
-/// Polls `pred` (1 ms steps) until it holds or `max` passes. Only an anti-hang guard.
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds max = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + max;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return pred();
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
+// -- coroutines several tests run --------------------------------------------------------------
+
+inline offload::awaitable<std::thread::id> current_thread_id() {
+  co_return std::this_thread::get_id();
+}
+
+inline offload::awaitable<int> throw_my_error(int code) {
+  co_await yield_once();
+  throw my_error(code);
+}
+
+inline offload::awaitable<std::unique_ptr<int>> move_only_after_yield(int v) {
+  co_await yield_once();
+  co_return std::make_unique<int>(v);
+}
+
+/// The frame owns `param`; `local` dies when the body unwinds; waits an hour unless stopped.
+inline offload::awaitable<int> guarded_wait([[maybe_unused]] raii_flag param, flag_ptr local_flag,
+                                            std::atomic<bool>* started) {
+  raii_flag local(std::move(local_flag));
+  started->store(true);
+  co_await sleep_for(std::chrono::hours(1));
+  co_return 1;
 }
 
 }  // namespace offload_test

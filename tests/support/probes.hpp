@@ -109,9 +109,10 @@ class rendezvous {
 };
 
 /// Polls `pred` every millisecond until it holds or `max` passes; returns the last result.
-/// Only to wait for something to happen: never an upper bound on how fast it happens.
+/// Only to wait for something to happen: never an upper bound on how fast it happens (a
+/// coroutine polls with wait_until, loop_helpers.hpp).
 template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds max = 5s) {
+bool eventually(Pred pred, std::chrono::milliseconds max = 10s) {
   const auto deadline = std::chrono::steady_clock::now() + max;
   for (;;) {
     if (pred()) return true;
@@ -153,30 +154,6 @@ class countdown {
   offload::net::steady_timer timer_;
   int remaining_;
 };
-
-/// Suspends the calling coroutine for `d` on its own executor (the loop keeps running).
-inline offload::awaitable<void> nap(std::chrono::milliseconds d) {
-  offload::net::steady_timer timer(co_await offload::net::this_coro::executor);
-  timer.expires_after(d);
-  co_await timer.async_wait(offload::net::use_awaitable);
-}
-
-/// Lets everything already queued on the coroutine's executor run once.
-inline offload::awaitable<void> yield_now() {
-  auto ex = co_await offload::net::this_coro::executor;
-  co_await offload::net::post(ex, offload::net::use_awaitable);
-}
-
-/// Like eventually(), from a coroutine: polls every millisecond without blocking its loop.
-template <typename Pred>
-offload::awaitable<bool> eventually_co(Pred pred, std::chrono::milliseconds max = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + max;
-  for (;;) {
-    if (pred()) co_return true;
-    if (std::chrono::steady_clock::now() >= deadline) co_return pred();
-    co_await nap(1ms);
-  }
-}
 
 /// Submits f to `target` as a thread with no loop would: with a plain callback (no executor of
 /// its own), and returns a future for the result. Errors in the submission itself throw here.

@@ -337,7 +337,7 @@ class call_op final : public op_base {
     if constexpr (std::is_same_v<Extras, call_extras>) {
       if (extras_.deadline) deadline = *extras_.deadline;
     }
-    if (home != nullptr) home->op_started();
+    if (home != nullptr) home->call_started();
   }
 
   ~call_op() {
@@ -375,7 +375,7 @@ class call_op final : public op_base {
         const bool counted = self->queue != nullptr;
         offload_service* h = self->home;
         self->free_self();
-        if (counted) h->op_finished();
+        if (counted) h->calls_ended();
         return true;
       }
       case action::cancel:
@@ -428,7 +428,7 @@ class call_op final : public op_base {
                        cancellation_outcome::never_started);
       state.store(op_state::cancelled, std::memory_order_release);  // the node is not ours now
       event.send();
-      if (h != nullptr) h->op_finished();
+      if (h != nullptr) h->calls_ended();
       return true;
     }
     if (past_deadline()) cancelled_by_deadline.store(true, std::memory_order_relaxed);
@@ -485,7 +485,7 @@ class call_op final : public op_base {
     }
     offload_service* h = home;
     free_self();
-    if (h != nullptr) h->op_finished();
+    if (h != nullptr) h->calls_ended();
   }
 
   // The node of a call cancelled before it started, reached by whoever held it.
@@ -497,12 +497,17 @@ class call_op final : public op_base {
           .send();
     }
     release_token();
+    destroy_call();
+    free_self();
+  }
+
+  // Destroys f and its arguments; a destructor that throws is reported, never rethrown.
+  void destroy_call() noexcept {
     try {
       call_.reset();
     } catch (...) {
       report_stray_exception("the destructor of an offloaded callable");
     }
-    free_self();
   }
 
   void fail_call(std::exception_ptr error) noexcept {
@@ -516,11 +521,7 @@ class call_op final : public op_base {
     }
     error_ = std::move(error);
     release_token();
-    try {
-      call_.reset();
-    } catch (...) {
-      report_stray_exception("the destructor of an offloaded callable");
-    }
+    destroy_call();
     hand_back();
   }
 
@@ -531,8 +532,8 @@ class call_op final : public op_base {
     }
     pool_metrics* const m = metrics.load(std::memory_order_relaxed);
     const std::int64_t started_ns = m != nullptr ? m->started(*this) : 0;
-    tl_calling_loop = home != nullptr ? home->attached_loop() : nullptr;
-    tl_current_op = this;
+    thread_context& thread = this_thread();
+    thread.current_op = this;
     // The caller's context stays installed until the observer heard how the call ended.
     std::optional<context_scope> context;
     try {
@@ -546,13 +547,8 @@ class call_op final : public op_base {
     } catch (...) {
       error_ = std::current_exception();
     }
-    tl_current_op = nullptr;
-    tl_calling_loop = nullptr;
-    try {
-      call_.reset();  // f and its arguments die on the worker, not on the loop
-    } catch (...) {
-      report_stray_exception("the destructor of an offloaded callable");
-    }
+    thread.current_op = nullptr;
+    destroy_call();  // f and its arguments die on the worker, not on the loop
     const bool abandoned = !advance(op_state::running, op_state::done);
     if (abandoned) (void)settled_state(state);
     if (m != nullptr) {
@@ -579,7 +575,7 @@ class call_op final : public op_base {
       offload_service* h;
       ~finish_on_exit() {
         if (h == nullptr) return;
-        h->op_finished();
+        h->calls_ended();
         h->hand_back_finished();
       }
     } finish{h};

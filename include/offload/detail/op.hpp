@@ -116,9 +116,6 @@ struct op_base {
   }
 };
 
-/// The call this worker thread is running now (for from_thread::check_cancelled), or null.
-inline thread_local op_base* tl_current_op = nullptr;
-
 /// Says on stderr what threw where nothing may throw (a worker, a destructor): never rethrown.
 inline void report_stray_exception(const char* where) noexcept {
   try {

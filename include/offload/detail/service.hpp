@@ -7,6 +7,7 @@
 #include <offload/config.hpp>
 #include <offload/detail/completion_queue.hpp>
 #include <offload/detail/deadline.hpp>
+#include <offload/detail/thread_context.hpp>
 #include <offload/errors.hpp>
 #include <offload/thread_pool.hpp>
 
@@ -42,14 +43,6 @@ const T* executor_target(const net::any_io_executor& ex) noexcept {
 #endif
 }
 
-/// The loop running on this thread (set by event_loop's run functions), for completions whose
-/// handler has no executor of its own.
-struct running_loop_info {
-  const void* loop = nullptr;
-  offload_service* service = nullptr;
-};
-inline thread_local running_loop_info tl_running_loop;
-
 class offload_service final : public net::execution_context::service {
  public:
   static inline net::execution_context::id id;
@@ -74,16 +67,17 @@ class offload_service final : public net::execution_context::service {
   // update per call. (The count stays above zero for the step, which holds its own context's
   // work anyway; another context's count must reach zero when its calls end, whatever the
   // step goes on to do, so its calls are counted one by one.)
-  void op_started() noexcept {
-    started_credit& credit = tl_started_credit;
+  void call_started() noexcept {
+    thread_context& context = this_thread();
+    started_credit& credit = context.credit;
     if (credit.home == this && credit.left != 0) {
       --credit.left;
       return;
     }
     std::size_t take = 1;
-    if (tl_submit_batch.enabled && tl_running_loop.service == this) {
+    if (context.loop_service == this) {
       if (credit.counted_one) {
-        give_back_started_credit();
+        give_back_credit(credit);
         credit.home = this;
         credit.left = credit_block - 1;
         take = credit_block;
@@ -92,7 +86,14 @@ class offload_service final : public net::execution_context::service {
     }
     if (in_flight_.fetch_add(take, std::memory_order_acq_rel) == 0) reconcile_work();
   }
-  void op_finished(std::size_t count = 1) noexcept {
+  /// What a loop step took ahead and did not use goes back (see call_started).
+  static void give_back_credit(started_credit& credit) noexcept {
+    credit.counted_one = false;
+    if (credit.left == 0) return;
+    const std::size_t left = std::exchange(credit.left, 0);
+    std::exchange(credit.home, nullptr)->calls_ended(left);
+  }
+  void calls_ended(std::size_t count = 1) noexcept {
     std::size_t now = in_flight_.load(std::memory_order_relaxed);
     while (now != count) {
       if (in_flight_.compare_exchange_weak(now, now - count, std::memory_order_acq_rel,
@@ -171,7 +172,7 @@ class offload_service final : public net::execution_context::service {
   }
 
   /// An event_loop makes its strand the context's hand-back target. One loop per context.
-  void attach_loop(const void* loop, const loop_strand_type& strand) {
+  void attach_loop(event_loop* loop, const loop_strand_type& strand) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (loop_.load(std::memory_order_relaxed) != nullptr) {
       throw std::logic_error(
@@ -179,6 +180,7 @@ class offload_service final : public net::execution_context::service {
           "(get_running_loop() finds it from its coroutines)");
     }
     loop_.store(loop, std::memory_order_release);
+    had_loop_.store(true, std::memory_order_relaxed);
     set_io_locked(strand.get_inner_executor().context());
     // Queues outlive their loop: calls in flight may still be handed back to the strand.
     loop_queues_.push_back(std::make_unique<basic_completion_queue<loop_strand_type>>(strand));
@@ -193,9 +195,13 @@ class offload_service final : public net::execution_context::service {
     return raw;
   }
 
-  const void* attached_loop() const noexcept { return loop_.load(std::memory_order_acquire); }
+  event_loop* attached_loop() const noexcept { return loop_.load(std::memory_order_acquire); }
+  /// A loop was attached and has closed (from_thread then says loop_closed, not no loop).
+  bool loop_closed() const noexcept {
+    return had_loop_.load(std::memory_order_relaxed) && attached_loop() == nullptr;
+  }
 
-  void detach_loop(const void* loop) noexcept {
+  void detach_loop(event_loop* loop) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     if (loop_.load(std::memory_order_relaxed) == loop)
       loop_.store(nullptr, std::memory_order_release);
@@ -227,7 +233,7 @@ class offload_service final : public net::execution_context::service {
 
   void shutdown() override {
     // Counts this thread's step took ahead for us would keep the wait below from ending.
-    if (tl_started_credit.home == this) give_back_started_credit();
+    if (this_thread().credit.home == this) give_back_credit(this_thread().credit);
     closing_.store(true, std::memory_order_release);
     std::vector<completion_queue*> queues;
     std::vector<std::shared_ptr<thread_pool>> pools;
@@ -242,7 +248,7 @@ class offload_service final : public net::execution_context::service {
     for (completion_queue* q : queues) q->close();
     // Calls that never started need not run for a context that is going away; running ones
     // are waited for, so none hands back into freed memory.
-    for (auto& pool : pools) pool->shutdown(tl_current_pool != pool.get(), true);
+    for (auto& pool : pools) pool->shutdown(this_thread().worker_of != pool.get(), true);
     // Nothing may still be on its way into a queue or an executor once this returns.
     const auto settled = [&] {
       if (in_flight() != 0 || handing_back_.load(std::memory_order_seq_cst) != 0) return false;
@@ -306,11 +312,12 @@ class offload_service final : public net::execution_context::service {
   std::unique_ptr<basic_completion_queue<net::io_context::executor_type>> io_queue_owner_;
   std::vector<std::unique_ptr<basic_completion_queue<loop_strand_type>>> loop_queues_;
   std::vector<std::unique_ptr<completion_queue>> adopted_;
-  std::atomic<const void*> loop_{nullptr};
+  std::atomic<event_loop*> loop_{nullptr};
+  std::atomic<bool> had_loop_{false};
 };
 
 inline void calls_ended(offload_service* home, std::size_t count) noexcept {
-  home->op_finished(count);
+  home->calls_ended(count);
 }
 
 template <typename Executor>
@@ -349,8 +356,5 @@ inline offload_service& service_of(net::execution_context& ctx) {
   cache = entry{&ctx, &svc, now};
   return svc;
 }
-
-/// The loop whose call this worker thread is running now (for from_thread), or null.
-inline thread_local const void* tl_calling_loop = nullptr;
 
 }  // namespace offload::detail
