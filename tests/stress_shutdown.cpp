@@ -78,9 +78,10 @@ int iterations(int plain_count) {
 
 /// What the watchdog reports: the iteration it is in, and a progress counter.
 struct progress_state {
+  explicit progress_state(std::uint64_t s) : seed(s) {}
   std::atomic<std::uint64_t> iteration{0};
   std::atomic<std::uint64_t> events{0};
-  std::uint64_t seed = 0;
+  const std::uint64_t seed;
   std::uint64_t total() const { return iteration.load() * 1'000'000 + events.load(); }
   std::string status() const {
     return "seed " + std::to_string(seed) + ", iteration " + std::to_string(iteration.load()) +
@@ -90,6 +91,21 @@ struct progress_state {
 
 constexpr auto watchdog_limit = 570s;  // ctest kills at 600 s: say why first
 constexpr auto watchdog_stall = 60s;
+
+/// The start of each test: its seed (printed, so that a failure can be replayed), its
+/// progress, and a watchdog over it.
+struct watched_run {
+  watched_run(const char* what, int iterations)
+      : progress(stress_seed()),
+        dog(
+            std::string("stress_shutdown (") + what + ")", watchdog_limit, watchdog_stall,
+            [this] { return progress.total(); }, [this] { return progress.status(); }) {
+    std::printf("stress_shutdown: %s: %s build, %d iterations, seed %llu\n", what,
+                stress_build_kind, iterations, static_cast<unsigned long long>(progress.seed));
+  }
+  progress_state progress;
+  watchdog dog;
+};
 
 /// Counts the copies alive of the probe passed to each coroutine: once a frame is destroyed
 /// (run to its end, or torn down unfinished) its copy is gone. Zero at the end: no frame leaked.
@@ -486,14 +502,9 @@ TEST_CASE(
     "call_soon_threadsafe and run_coroutine_threadsafe",
     "[stress][shutdown][threadsafe]") {
   const int n = iterations(2000);
-  progress_state progress;
-  progress.seed = stress_seed();
-  std::printf("stress_shutdown: loop close: %s build, %d iterations, seed %llu\n",
-              stress_build_kind, n, static_cast<unsigned long long>(progress.seed));
+  watched_run run("loop close", n);
+  progress_state& progress = run.progress;
   INFO("seed " << progress.seed);
-  watchdog dog(
-      "stress_shutdown (loop close)", watchdog_limit, watchdog_stall,
-      [&] { return progress.total(); }, [&] { return progress.status(); });
   std::mt19937_64 rng(progress.seed);
   close_tally t;
   const auto start = clock_type::now();
@@ -553,14 +564,9 @@ TEST_CASE(
     "call_soon_threadsafe and run_coroutine_threadsafe",
     "[stress][shutdown][loop_thread]") {
   const int n = iterations(1000);
-  progress_state progress;
-  progress.seed = stress_seed();
-  std::printf("stress_shutdown: loop_thread destruction: %s build, %d iterations, seed %llu\n",
-              stress_build_kind, n, static_cast<unsigned long long>(progress.seed));
+  watched_run run("loop_thread destruction", n);
+  progress_state& progress = run.progress;
   INFO("seed " << progress.seed);
-  watchdog dog(
-      "stress_shutdown (loop_thread)", watchdog_limit, watchdog_stall,
-      [&] { return progress.total(); }, [&] { return progress.status(); });
   std::mt19937_64 rng(progress.seed);
   close_tally t;
   std::uint64_t gate_not_closed = 0;
@@ -601,14 +607,9 @@ TEST_CASE(
     "3 threads submitting with callbacks and 4 coroutines awaiting calls",
     "[stress][shutdown][thread_pool]") {
   const int n = iterations(2000);
-  progress_state progress;
-  progress.seed = stress_seed();
-  std::printf("stress_shutdown: thread_pool shutdown: %s build, %d iterations, seed %llu\n",
-              stress_build_kind, n, static_cast<unsigned long long>(progress.seed));
+  watched_run run("thread_pool shutdown", n);
+  progress_state& progress = run.progress;
   INFO("seed " << progress.seed);
-  watchdog dog(
-      "stress_shutdown (thread_pool)", watchdog_limit, watchdog_stall,
-      [&] { return progress.total(); }, [&] { return progress.status(); });
   std::mt19937_64 rng(progress.seed);
   pool_tally t;
   offload_test::loop_on_thread home;  // the coroutines' loop, for all iterations
@@ -761,14 +762,9 @@ TEST_CASE(
     "completes or its frame is destroyed, none is leaked, running calls are waited for",
     "[stress][shutdown][io_context]") {
   const int n = iterations(2000);
-  progress_state progress;
-  progress.seed = stress_seed();
-  std::printf("stress_shutdown: io_context destruction: %s build, %d iterations, seed %llu\n",
-              stress_build_kind, n, static_cast<unsigned long long>(progress.seed));
+  watched_run run("io_context destruction", n);
+  progress_state& progress = run.progress;
   INFO("seed " << progress.seed);
-  watchdog dog(
-      "stress_shutdown (io_context)", watchdog_limit, watchdog_stall,
-      [&] { return progress.total(); }, [&] { return progress.status(); });
   std::mt19937_64 rng(progress.seed);
   inflight_tally t;
   inflight_shared shared;

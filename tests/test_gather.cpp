@@ -56,6 +56,25 @@ offload::awaitable<int> until_stopped(std::atomic<bool>* stopped, std::atomic<bo
   co_return co_await offload::to_thread(std::move(f));
 }
 
+/// Runs `body` on the loop, cancels it (terminal) once `running` calls run on the loop's
+/// default executor, and returns the exception it completed with.
+std::exception_ptr cancelled_once_running(offload::event_loop& loop, offload::awaitable<void> body,
+                                          std::size_t running) {
+  std::exception_ptr error;
+  bool done = false;
+  net::cancellation_signal signal;
+  net::co_spawn(loop.get_executor(), std::move(body),
+                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
+                  error = e;
+                  done = true;
+                }));
+  loop.run_until_complete(offload_test::wait_until(
+      [&] { return loop.default_executor_pool().stats().running == running; }));
+  signal.emit(net::cancellation_type::terminal);
+  loop.run_until_complete(offload_test::wait_until([&] { return done; }));
+  return error;
+}
+
 offload::awaitable<int> fails_after(std::chrono::milliseconds d, int code) {
   auto f = [d, code]() -> int {
     std::this_thread::sleep_for(d);
@@ -184,23 +203,12 @@ TEST_CASE("cancelling the awaiter of gather cancels every call and reports cance
           "[gather][cancellation]") {
   offload::event_loop loop;
   std::atomic<bool> stopped1{false}, returned1{false}, stopped2{false}, returned2{false};
-  std::exception_ptr error;
-  bool done = false;
   auto body = [](std::atomic<bool>* s1, std::atomic<bool>* r1, std::atomic<bool>* s2,
                  std::atomic<bool>* r2) -> offload::awaitable<void> {
     co_await offload::gather(until_stopped(s1, r1), until_stopped(s2, r2));
   };
-  net::cancellation_signal signal;
-  net::co_spawn(loop.get_executor(), body(&stopped1, &returned1, &stopped2, &returned2),
-                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
-                  error = e;
-                  done = true;
-                }));
-  loop.run_until_complete(
-      offload_test::wait_until([&] { return loop.default_executor_pool().stats().running == 2; }));
-  signal.emit(net::cancellation_type::terminal);
-  loop.run_until_complete(offload_test::wait_until([&] { return done; }));
-  CHECK(is_cancelled(error));
+  CHECK(is_cancelled(
+      cancelled_once_running(loop, body(&stopped1, &returned1, &stopped2, &returned2), 2)));
   CHECK(stopped1.load());
   CHECK(stopped2.load());
   CHECK(returned1.load());  // awaited before gather reported
@@ -489,23 +497,11 @@ TEST_CASE("cancelling the awaiter of gather over calls stops them and reports ca
           "[gather][call][cancellation]") {
   offload::event_loop loop;
   std::atomic<int> stopped{0};
-  std::exception_ptr error;
-  bool done = false;
   auto body = [](std::atomic<int>* s) -> offload::awaitable<void> {
     co_await offload::gather(offload::to_thread(blocks_until_stopped(s)),
                              offload::to_thread(blocks_until_stopped(s)));
   };
-  net::cancellation_signal signal;
-  net::co_spawn(loop.get_executor(), body(&stopped),
-                net::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e) {
-                  error = e;
-                  done = true;
-                }));
-  loop.run_until_complete(
-      offload_test::wait_until([&] { return loop.default_executor_pool().stats().running == 2; }));
-  signal.emit(net::cancellation_type::terminal);
-  loop.run_until_complete(offload_test::wait_until([&] { return done; }));
-  CHECK(is_cancelled(error));
+  CHECK(is_cancelled(cancelled_once_running(loop, body(&stopped), 2)));
   CHECK(stopped.load() == 2);  // both stopped, and returned before gather reported
 }
 

@@ -433,46 +433,48 @@ TEST_CASE(
   CHECK(ran_blocker.load() == 1);
 }
 
+/// A call running on `pool` (counted running by the time the constructor returns) until its
+/// gate opens; then it returns `value`.
+struct gated_call {
+  gated_call(offload::thread_pool& pool, int value)
+      : result(submit_plain(pool, [this, value] {
+          gate.wait();
+          finished = true;
+          return value;
+        })) {
+    REQUIRE(eventually([&] { return pool.stats().running == 1; }));
+  }
+  offload_test::gate gate;
+  std::atomic<bool> finished{false};
+  std::future<int> result;
+};
+
 TEST_CASE("thread_pool::shutdown(true) returns after the running calls finished",
           "[thread_pool][shutdown]") {
   offload::thread_pool pool(sized(2));
-  offload_test::gate g;
-  std::atomic<bool> finished{false};
-  auto call = submit_plain(pool, [&] {
-    g.wait();
-    finished = true;
-    return 9;
-  });
-  REQUIRE(eventually([&] { return pool.stats().running == 1; }));
+  gated_call call(pool, 9);
   std::thread releaser([&] {
     eventually([&] { return pool.is_shutdown(); });
     std::this_thread::sleep_for(20ms);  // shutdown is now waiting (or about to)
-    g.open();
+    call.gate.open();
   });
   pool.shutdown(true);
-  const bool finished_at_return = finished.load();
+  const bool finished_at_return = call.finished.load();
   releaser.join();
   CHECK(finished_at_return);
   CHECK(pool.stats().workers == 0);
-  CHECK(call.get() == 9);
+  CHECK(call.result.get() == 9);
 }
 
 TEST_CASE("thread_pool::shutdown(false) returns at once while a call runs",
           "[thread_pool][shutdown]") {
   offload::thread_pool pool(sized(2));
-  offload_test::gate g;
-  std::atomic<bool> finished{false};
-  auto call = submit_plain(pool, [&] {
-    g.wait();
-    finished = true;
-    return 4;
-  });
-  REQUIRE(eventually([&] { return pool.stats().running == 1; }));
+  gated_call call(pool, 4);
   pool.shutdown(false);
   CHECK(pool.is_shutdown());
-  CHECK_FALSE(finished.load());  // the gate is still closed: shutdown did not wait for it
-  g.open();
-  CHECK(call.get() == 4);  // the running call still completes
+  CHECK_FALSE(call.finished.load());  // the gate is still closed: shutdown did not wait for it
+  call.gate.open();
+  CHECK(call.result.get() == 4);  // the running call still completes
   pool.join();
   CHECK(pool.stats().workers == 0);
 }
